@@ -1,0 +1,275 @@
+"""Configuration: ``conf/edge.yaml`` plus ``METAMANAGER_`` environment overrides.
+
+Every key has a default. Unknown keys and bad values are refused at start with the key's
+dotted path in the message (``ConfigError``), which the CLI turns into exit code 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ENV_PREFIX = "METAMANAGER_"
+DEFAULT_LOCAL_MODULES = ("edged", "edgemesh", "devicetwin", "eventbus", "servicebus")
+
+
+class ConfigError(ValueError):
+    """A config problem; the message starts with the offending key path."""
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    name: str = "edge-node"
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    insecure: bool = False
+
+
+@dataclass(frozen=True)
+class MQTTConfig:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    client_id: str = "metamanager"
+    username: str = ""
+    password_file: str = ""
+    tls: TLSConfig = field(default_factory=TLSConfig)
+    topic_prefix: str = "kubeedge"
+    qos: int = 1
+    max_payload: int = 1024 * 1024
+    keepalive: int = 30
+    # How long the broker keeps our subscription and queued QoS 1 input while we are down.
+    session_expiry: int = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    path: str = "metamanager.db"
+    # Group commit: at most this many inputs share one transaction and one fsync.
+    batch_max: int = 256
+    # How many applied msg_ids are remembered for redelivery de-duplication.
+    dedup_window: int = 100_000
+
+
+@dataclass(frozen=True)
+class PodStatusSyncConfig:
+    interval: float = 60.0
+
+
+@dataclass(frozen=True)
+class SyncConfig:
+    podstatus: PodStatusSyncConfig = field(default_factory=PodStatusSyncConfig)
+
+
+@dataclass(frozen=True)
+class RemoteQueryConfig:
+    timeout: float = 5.0
+    retries: int = 2
+
+
+@dataclass(frozen=True)
+class MetaConfig:
+    sync: SyncConfig = field(default_factory=SyncConfig)
+    remote_query: RemoteQueryConfig = field(default_factory=RemoteQueryConfig)
+
+
+@dataclass(frozen=True)
+class ModulesConfig:
+    local: list[str] = field(default_factory=lambda: list(DEFAULT_LOCAL_MODULES))
+
+
+@dataclass(frozen=True)
+class CloudConfig:
+    bridge_state_topic: str = ""
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str = "INFO"
+    format: str = "text"
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    # Seconds between retained counter snapshots on P/metamanager/metrics; 0 turns them off.
+    interval: float = 0.0
+
+
+@dataclass(frozen=True)
+class Config:
+    node: NodeConfig = field(default_factory=NodeConfig)
+    mqtt: MQTTConfig = field(default_factory=MQTTConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    meta: MetaConfig = field(default_factory=MetaConfig)
+    modules: ModulesConfig = field(default_factory=ModulesConfig)
+    cloud: CloudConfig = field(default_factory=CloudConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+# Checks beyond the type: (key path, predicate, what it must be).
+_RULES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
+    ("mqtt.port", lambda v: 1 <= v <= 65535, "a port number 1-65535"),
+    ("mqtt.qos", lambda v: v in (0, 1, 2), "0, 1 or 2"),
+    ("mqtt.max_payload", lambda v: 1024 <= v <= 256 * 1024 * 1024, "1024 to 268435456 bytes"),
+    ("mqtt.keepalive", lambda v: 5 <= v <= 65535, "5 to 65535 seconds"),
+    ("mqtt.session_expiry", lambda v: 0 <= v <= 0xFFFFFFFF, "0 to 4294967295 seconds"),
+    ("mqtt.topic_prefix", lambda v: bool(v) and not set(v) & set("+#"), "non-empty, no + or #"),
+    ("mqtt.client_id", lambda v: bool(v), "non-empty"),
+    ("mqtt.host", lambda v: bool(v), "non-empty"),
+    ("node.name", lambda v: bool(v) and not set(v) & set("/+#"), "non-empty, no / + #"),
+    ("database.path", lambda v: bool(v), "non-empty"),
+    ("database.batch_max", lambda v: 1 <= v <= 10_000, "1 to 10000"),
+    ("database.dedup_window", lambda v: v >= 100, "at least 100"),
+    ("meta.sync.podstatus.interval", lambda v: v > 0, "a positive number of seconds"),
+    ("meta.remote_query.timeout", lambda v: v > 0, "a positive number of seconds"),
+    ("meta.remote_query.retries", lambda v: 0 <= v <= 20, "0 to 20"),
+    ("logging.level", lambda v: str(v).upper() in _LOG_LEVELS, f"one of {_LOG_LEVELS}"),
+    ("logging.format", lambda v: v in ("text", "json"), "text or json"),
+    ("metrics.interval", lambda v: v >= 0, "0 (off) or a positive number of seconds"),
+]
+
+
+def _coerce(path: str, value: Any, typ: Any) -> Any:
+    origin = typing.get_origin(typ)
+    if dataclasses.is_dataclass(typ):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{path}: must be a mapping")
+        return _build(typ, value, path)
+    if origin is list:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{path}: must be a list of strings")
+        return list(value)
+    if typ is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: must be true or false, got {value!r}")
+        return value
+    if typ is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: must be an integer, got {value!r}")
+        return value
+    if typ is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{path}: must be a number, got {value!r}")
+        return float(value)
+    if typ is str:
+        if value is None:
+            return ""
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise ConfigError(f"{path}: must be a string, got {value!r}")
+        return str(value)
+    raise ConfigError(f"{path}: unsupported type {typ}")  # a bug in this module
+
+
+def _build(cls: Any, data: Mapping[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            raise ConfigError(f"{prefix}{'.' if prefix else ''}{key}: unknown key")
+    kwargs = {}
+    for name in names:
+        if name in data:
+            path = f"{prefix}{'.' if prefix else ''}{name}"
+            typ = hints[name]
+            if isinstance(typ, types.UnionType):  # pragma: no cover - no optional keys today
+                typ = typing.get_args(typ)[0]
+            kwargs[name] = _coerce(path, data[name], typ)
+    return cls(**kwargs)
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """``METAMANAGER_MQTT__HOST=x`` -> ``{"mqtt": {"host": "x"}}``; values read as YAML."""
+    tree: dict[str, Any] = {}
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
+        if not all(parts):
+            raise ConfigError(f"{name}: not a config key path")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        node = tree
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{name}: conflicts with another variable")
+        node[parts[-1]] = value
+    return tree
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(dict(out[key]), value)
+        else:
+            out[key] = value
+    return out
+
+
+def _get(config: Config, path: str) -> Any:
+    node: Any = config
+    for part in path.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def from_mapping(
+    data: Mapping[str, Any] | None, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Validate a decoded config (plus environment overrides) into a ``Config``."""
+    merged = _merge(dict(data or {}), _env_overrides(environ if environ is not None else {}))
+    config: Config = _build(Config, merged)
+    for path, ok, what in _RULES:
+        value = _get(config, path)
+        if not ok(value):
+            raise ConfigError(f"{path}: must be {what}, got {value!r}")
+    tls = config.mqtt.tls
+    if bool(tls.cert_file) != bool(tls.key_file):
+        raise ConfigError("mqtt.tls.cert_file: cert_file and key_file go together")
+    return config
+
+
+def load(path: str | os.PathLike[str] | None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read ``path`` (None: defaults only) and apply ``environ`` (default: os.environ)."""
+    data: Any = {}
+    if path is not None:
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+    return from_mapping(data, os.environ if environ is None else environ)
+
+
+def read_password(config: MQTTConfig) -> str | None:
+    if not config.password_file:
+        return None
+    try:
+        return Path(config.password_file).read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"mqtt.password_file: cannot read: {exc.strerror}") from None

@@ -1,0 +1,454 @@
+"""The operations of SPEC §5: pure logic over the store, no broker.
+
+``Operations.handle`` takes one decoded input and returns a ``Result``: the publishes it
+owes (forwards and replies) and any timers to arm. The caller runs it inside a store
+transaction and writes the publishes to the outbox in that same transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import tenacity
+
+from .envelope import BadMessage, Message, Resource, now_ms
+from .jsonmerge import merge_patch
+from .routing import EDGED, METAMANAGER, Outgoing, ReplyTo, Router
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+REMOTE_QUERYABLE = frozenset(
+    {
+        "configmap",
+        "secret",
+        "endpoints",
+        "persistentvolume",
+        "persistentvolumeclaim",
+        "volumeattachment",
+        "node",
+        "serviceaccounttoken",
+    }
+)
+ALWAYS_REMOTE = frozenset({"node", "volumeattachment"})
+MUTATING = frozenset({"insert", "update", "patch", "delete", "response"})
+CONNECT_OPS = frozenset({"connect", "publish"})
+CLOUD_CONNECTED = "cloud_connected"
+CLOUD_DISCONNECTED = "cloud_disconnected"
+POD = "pod"
+PODSTATUS = "podstatus"
+OK = "OK"
+
+
+class OperationError(Exception):
+    """Ends an operation with an ``error`` reply."""
+
+    def __init__(self, code: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+        self.message = message
+
+    def content(self) -> dict[str, Any]:
+        return {"code": self.code, "reason": self.reason, "message": self.message}
+
+
+@dataclass(frozen=True)
+class Inbound:
+    message: Message
+    reply_to: ReplyTo = field(default_factory=ReplyTo)
+
+
+@dataclass(frozen=True)
+class Timer:
+    """Call ``Operations.timer_fired(key)`` after ``delay`` seconds."""
+
+    delay: float
+    key: str
+
+
+@dataclass
+class Result:
+    """What one input owes: forwards and other publishes, replies to the asker, timers."""
+
+    forwards: list[Outgoing] = field(default_factory=list)
+    replies: list[Outgoing] = field(default_factory=list)
+    timers: list[Timer] = field(default_factory=list)
+    outcome: str = ""
+
+    @property
+    def publishes(self) -> list[Outgoing]:
+        return [*self.forwards, *self.replies]
+
+    def extend(self, other: Result) -> None:
+        self.forwards.extend(other.forwards)
+        self.replies.extend(other.replies)
+        self.timers.extend(other.timers)
+
+
+@dataclass
+class CloudLink:
+    connected: bool = False
+    since: int = field(default_factory=now_ms)
+
+    def payload(self) -> bytes:
+        return json.dumps({"connected": self.connected, "since": self.since}).encode()
+
+
+@dataclass
+class PendingQuery:
+    """A query sent on to the cloud, waiting for its ``response``."""
+
+    request: Inbound
+    resource: Resource
+    attempts: int = 0
+    cloud_ids: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RemoteQueryPolicy:
+    timeout: float = 5.0
+    retries: int = 2
+    backoff: tenacity.wait.wait_base = field(
+        default_factory=lambda: tenacity.wait_exponential(multiplier=0.2, max=5)
+    )
+
+    def backoff_before(self, attempt: int) -> float:
+        """Seconds to wait before re-sending attempt number ``attempt`` (1-based)."""
+        state = tenacity.RetryCallState(tenacity.Retrying(), None, (), {})
+        state.attempt_number = attempt
+        return float(self.backoff(state))
+
+
+def _numeric_rv(value: Any) -> int | None:
+    if isinstance(value, dict) and isinstance(value.get("metadata"), dict):
+        rv = value["metadata"].get("resourceVersion")
+        if isinstance(rv, int) and not isinstance(rv, bool):
+            return rv
+        if isinstance(rv, str) and rv.isdigit():
+            return int(rv)
+    return None
+
+
+def _is_stale(new: Any, stored: Any) -> bool:
+    new_rv, old_rv = _numeric_rv(new), _numeric_rv(stored)
+    return new_rv is not None and old_rv is not None and new_rv < old_rv
+
+
+def _object_resource(message: Message) -> Resource:
+    resource = message.resource()
+    if resource.is_list:
+        raise OperationError(
+            400, "bad_resource", f"{message.operation} needs <namespace>/<type>/<name>"
+        )
+    return resource
+
+
+def _name_of(value: Any) -> str | None:
+    if isinstance(value, dict) and isinstance(value.get("metadata"), dict):
+        name = value["metadata"].get("name")
+        if isinstance(name, str) and name and "/" not in name:
+            return name
+    return None
+
+
+class Operations:
+    """Every operation of SPEC §5 over one ``Store``, plus cloud-link and remote-query state."""
+
+    def __init__(
+        self,
+        store: Store,
+        router: Router,
+        *,
+        remote_query: RemoteQueryPolicy | None = None,
+        dedup_window: int = 100_000,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        self.store = store
+        self.router = router
+        self.topics = router.topics
+        self.remote = remote_query or RemoteQueryPolicy()
+        self.dedup_window = dedup_window
+        self.clock = clock
+        self.link = CloudLink(False, clock())
+        self._pending: dict[str, PendingQuery] = {}
+        self._handlers: dict[str, Callable[[Inbound], Result]] = {
+            "insert": self._insert,
+            "update": self._update,
+            "patch": self._patch,
+            "delete": self._delete,
+            "query": self._query,
+            "response": self._response,
+            "error": self._response,
+            "connect": self._connect,
+            "publish": self._connect,
+            "meta-internal-sync": self._internal_sync,
+        }
+
+    # -- entry points ------------------------------------------------------------------
+
+    def handle(self, inbound: Inbound) -> Result:
+        """Apply one input. Store failures propagate (the caller answers 503)."""
+        msg = inbound.message
+        op = msg.operation
+        remember = op in MUTATING and msg.header.parent_msg_id not in self._pending
+        if remember:
+            replies = self.store.applied_replies(msg.msg_id)
+            if replies is not None:
+                return Result(replies=replies, outcome="duplicate")
+        handler = self._handlers.get(op)
+        try:
+            if handler is None:
+                raise OperationError(400, "unsupported_operation", f"operation {op!r} unknown")
+            result = handler(inbound)
+        except BadMessage as exc:
+            result = self._error_reply(inbound, OperationError(400, exc.reason, exc.message))
+        except OperationError as exc:
+            result = self._error_reply(inbound, exc)
+        if remember:
+            self.store.mark_applied(msg.msg_id, result.replies)
+        return result
+
+    def reject(self, inbound: Inbound, reason: str, text: str) -> Result:
+        """An input that failed validation but whose sender can be told (error 400)."""
+        return self._error_reply(inbound, OperationError(400, reason, text))
+
+    def store_unavailable(self, inbound: Inbound, text: str) -> Result:
+        return self._error_reply(inbound, OperationError(503, "store_unavailable", text))
+
+    def set_cloud_link(self, connected: bool) -> Result:
+        """Follow the cloud link; on a change publish it, and on reconnect sync at once."""
+        result = Result(outcome="unchanged")
+        if connected == self.link.connected:
+            return result
+        self.link = CloudLink(connected, self.clock())
+        result.forwards.append(self.connection_publish())
+        result.outcome = "connected" if connected else "disconnected"
+        if connected:
+            result.extend(self.podstatus_sync())
+        else:
+            # Nothing waits on a cloud that is gone: answer in-flight queries locally now.
+            for pending in {id(p): p for p in self._pending.values()}.values():
+                result.extend(self._finish_locally(pending))
+        return result
+
+    def connection_publish(self) -> Outgoing:
+        return Outgoing(self.topics.connection, self.link.payload(), retain=True)
+
+    def podstatus_sync(self) -> Result:
+        """MetaSync: drop statuses of vanished pods, send the rest per namespace."""
+        result = Result(outcome="sync-skipped")
+        if not self.link.connected:
+            return result
+        by_namespace: dict[str, list[Any]] = defaultdict(list)
+        dropped = 0
+        for record in self.store.objects(type_=PODSTATUS):
+            if self.store.get(f"{record.namespace}/{POD}/{record.name}") is None:
+                self.store.delete(record.key)
+                dropped += 1
+            else:
+                by_namespace[record.namespace].append(record.value)
+        for namespace, statuses in sorted(by_namespace.items()):
+            sync = Message.new(
+                source=METAMANAGER,
+                group="resource",
+                operation="update",
+                resource=f"{namespace}/{PODSTATUS}",
+                content=statuses,
+            )
+            result.forwards.append(Outgoing.of(self.topics.cloud, sync))
+        result.outcome = f"sync namespaces={len(by_namespace)} dropped={dropped}"
+        return result
+
+    def timer_fired(self, key: str) -> Result:
+        kind, _, cloud_id = key.partition(":")
+        pending = self._pending.get(cloud_id)
+        if pending is None or pending.cloud_ids[-1] != cloud_id:
+            return Result(outcome="timer-stale")
+        if kind == "expire":
+            if pending.attempts <= self.remote.retries:
+                delay = self.remote.backoff_before(pending.attempts)
+                return Result(timers=[Timer(delay, f"resend:{cloud_id}")], outcome="backoff")
+            return self._finish_locally(pending)
+        if kind == "resend":
+            return self._send_remote(pending)
+        return Result(outcome="timer-unknown")
+
+    def prune_dedup(self) -> int:
+        return self.store.prune_applied(self.dedup_window)
+
+    @property
+    def pending_queries(self) -> int:
+        return len({id(p) for p in self._pending.values()})
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _reply(self, inbound: Inbound, operation: str, content: Any) -> list[Outgoing]:
+        msg = inbound.message
+        out = self.router.reply(
+            msg.source, inbound.reply_to, msg.reply(METAMANAGER, operation, content)
+        )
+        return [] if out is None else [out]
+
+    def _ok(self, inbound: Inbound, outcome: str, *forwards: Outgoing) -> Result:
+        return Result(list(forwards), self._reply(inbound, "response", OK), outcome=outcome)
+
+    def _error_reply(self, inbound: Inbound, err: OperationError) -> Result:
+        return Result(
+            replies=self._reply(inbound, "error", err.content()),
+            outcome=f"error {err.code} {err.reason}",
+        )
+
+    def _forward_to_other_side(self, msg: Message) -> Outgoing:
+        """From edged to the cloud; from the cloud (or any other module) to edged."""
+        if msg.source == EDGED:
+            return Outgoing.of(self.topics.cloud, msg)
+        return Outgoing.of(self.topics.edged_in, msg)
+
+    # -- operations -------------------------------------------------------------------------
+
+    def _insert(self, inbound: Inbound) -> Result:
+        msg = inbound.message
+        resource = _object_resource(msg)
+        self.store.put(resource, msg.content)
+        return self._ok(inbound, "stored", self._forward_to_other_side(msg))
+
+    def _update(self, inbound: Inbound) -> Result:
+        msg = inbound.message
+        resource = _object_resource(msg)
+        stored = self.store.get(resource.key)
+        if stored is not None and stored.value == msg.content:
+            return self._ok(inbound, "no-delta")
+        if stored is not None and _is_stale(msg.content, stored.value):
+            return self._ok(inbound, "stale")
+        self.store.put(resource, msg.content)
+        if msg.source == EDGED and resource.type == PODSTATUS and not self.link.connected:
+            # The sync on reconnect carries the latest status; no flood of stale ones.
+            return self._ok(inbound, "stored-offline")
+        return self._ok(inbound, "stored", self._forward_to_other_side(msg))
+
+    def _patch(self, inbound: Inbound) -> Result:
+        msg = inbound.message
+        resource = _object_resource(msg)
+        stored = self.store.get(resource.key)
+        if stored is None:
+            raise OperationError(404, "not_found", f"{resource} is not stored")
+        merged = merge_patch(stored.value, msg.content)
+        # Forwarded as the full merged object, so receivers need no base to apply it to.
+        return self._update(Inbound(msg.with_content(merged, "update"), inbound.reply_to))
+
+    def _delete(self, inbound: Inbound) -> Result:
+        msg = inbound.message
+        resource = _object_resource(msg)
+        self.store.delete(resource.key)
+        if resource.type == POD:
+            self.store.delete(resource.sibling(PODSTATUS).key)
+        return self._ok(inbound, "deleted", self._forward_to_other_side(msg))
+
+    def _query(self, inbound: Inbound) -> Result:
+        msg = inbound.message
+        resource = msg.resource()
+        if resource.is_list:
+            local = [o.value for o in self.store.objects(resource.namespace, resource.type)]
+        else:
+            obj = self.store.get(resource.key)
+            local = [] if obj is None else [obj.value]
+        if self._should_ask_cloud(inbound, resource, has_local=bool(local)):
+            pending = PendingQuery(inbound, resource)
+            return self._send_remote(pending)
+        if not local and not resource.is_list:
+            raise OperationError(404, "not_found", f"{resource} is not stored")
+        return Result(
+            replies=self._reply(inbound, "response", local), outcome=f"local n={len(local)}"
+        )
+
+    def _should_ask_cloud(self, inbound: Inbound, resource: Resource, has_local: bool) -> bool:
+        if not self.link.connected or resource.type not in REMOTE_QUERYABLE:
+            return False
+        # A cloud asking us is answered from what we have; asking it back makes no sense.
+        asker_is_cloud = self.router.is_cloud(inbound.message.source)
+        if asker_is_cloud and not inbound.reply_to.response_topic:
+            return False
+        return resource.type in ALWAYS_REMOTE or not has_local
+
+    def _send_remote(self, pending: PendingQuery) -> Result:
+        request = pending.request.message
+        ask = Message.new(
+            source=METAMANAGER,
+            group=request.route.group or "resource",
+            operation="query",
+            resource=request.route.resource,
+            content=request.content,
+        )
+        pending.attempts += 1
+        pending.cloud_ids.append(ask.msg_id)
+        self._pending[ask.msg_id] = pending
+        return Result(
+            forwards=[Outgoing.of(self.topics.cloud, ask)],
+            timers=[Timer(self.remote.timeout, f"expire:{ask.msg_id}")],
+            outcome=f"remote attempt={pending.attempts}",
+        )
+
+    def _forget(self, pending: PendingQuery) -> None:
+        for cloud_id in pending.cloud_ids:
+            self._pending.pop(cloud_id, None)
+
+    def _finish_locally(self, pending: PendingQuery) -> Result:
+        self._forget(pending)
+        resource = pending.resource
+        if resource.is_list:
+            local = [o.value for o in self.store.objects(resource.namespace, resource.type)]
+        else:
+            obj = self.store.get(resource.key)
+            local = [] if obj is None else [obj.value]
+        if local:
+            reply = self._reply(pending.request, "response", local)
+            return Result(replies=reply, outcome="remote-fallback")
+        err = OperationError(504, "cloud_timeout", f"no answer from the cloud for {resource}")
+        return self._error_reply(pending.request, err)
+
+    def _complete_remote(self, pending: PendingQuery, msg: Message) -> Result:
+        self._forget(pending)
+        if msg.operation == "error":
+            reply = self._reply(pending.request, "error", msg.content)
+            return Result(replies=reply, outcome="remote-error")
+        resource = pending.resource
+        items = msg.content if isinstance(msg.content, list) else [msg.content]
+        objects = [item for item in items if isinstance(item, dict)]
+        for obj in objects:
+            if not resource.is_list:
+                self.store.put(resource, obj)
+            elif (name := _name_of(obj)) is not None:
+                self.store.put(Resource(resource.namespace, resource.type, name), obj)
+        reply = self._reply(pending.request, "response", objects)
+        return Result(replies=reply, outcome="remote-answer")
+
+    def _response(self, inbound: Inbound) -> Result:
+        msg = inbound.message
+        pending = self._pending.get(msg.header.parent_msg_id)
+        if pending is not None:
+            return self._complete_remote(pending, msg)
+        outcome = "forwarded"
+        if msg.operation == "response" and isinstance(msg.content, dict):
+            resource = msg.resource()
+            if not resource.is_list:
+                self.store.put(resource, msg.content)
+                outcome = "stored"
+        return Result([self._forward_to_other_side(msg)], outcome=outcome)
+
+    def _connect(self, inbound: Inbound) -> Result:
+        content = inbound.message.content
+        if content not in (CLOUD_CONNECTED, CLOUD_DISCONNECTED):
+            # No reply: a connect comes from edgehub, and an answer would go to the cloud.
+            return Result(outcome=f"connect ignored: content {content!r}")
+        return self.set_cloud_link(content == CLOUD_CONNECTED)
+
+    def _internal_sync(self, inbound: Inbound) -> Result:
+        result = self.podstatus_sync()
+        result.replies.extend(self._reply(inbound, "response", OK))
+        return result

@@ -1,0 +1,315 @@
+"""The service: wires config, store, operations and transport, and owns the loop.
+
+The loop reads top to bottom: receive a batch -> decode -> handle -> commit (effects and
+outbox in one transaction) -> publish -> ack. Inputs that arrive together share one
+transaction and one fsync (group commit); each is acked only after that commit.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import queue
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from types import FrameType
+
+import tenacity
+
+from . import intake
+from .config import Config
+from .envelope import now_ms
+from .operations import Inbound, Operations, RemoteQueryPolicy, Result
+from .routing import Outgoing, ReplyTo, Router, Topics
+from .store import OutboxEntry, Store, StoreError
+from .timers import TimerQueue
+from .transport import Connected, Disconnected, Event, Published, Received, Transport, Wakeup
+
+log = logging.getLogger(__name__)
+
+IDLE_WAKE = 1.0
+PRUNE_INTERVAL = 60.0
+DRAIN_TIMEOUT = 5.0
+STORE_RETRY = tenacity.wait_exponential(multiplier=0.5, max=30)
+
+
+def _retry_delay(attempt: int) -> float:
+    state = tenacity.RetryCallState(tenacity.Retrying(), None, (), {})
+    state.attempt_number = attempt
+    return float(STORE_RETRY(state))
+
+
+class Service:
+    """One metamanager: start, run until stopped, stop cleanly."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.topics = Topics(config.mqtt.topic_prefix)
+        self.router = Router(self.topics, config.modules.local)
+        self.store = Store(config.database.path)
+        self.ops = Operations(
+            self.store,
+            self.router,
+            remote_query=RemoteQueryPolicy(
+                config.meta.remote_query.timeout, config.meta.remote_query.retries
+            ),
+            dedup_window=config.database.dedup_window,
+        )
+        self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()
+        subscriptions = [self.topics.metamanager_in, self.topics.edgehub_connection]
+        if config.cloud.bridge_state_topic:
+            subscriptions.append(config.cloud.bridge_state_topic)
+        self.transport = Transport(
+            config.mqtt, self.events, subscriptions=subscriptions, status_topic=self.topics.status
+        )
+        self.timers = TimerQueue()
+        self.counters: Counter[str] = Counter()
+        self._inflight: dict[int, int] = {}  # paho mid -> outbox row id
+        self._acked_outbox: list[int] = []
+        self._failures: dict[int, int] = {}  # input mid -> store failures so far
+        self._stop = threading.Event()
+        self._started_outbox = False
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def install_signal_handlers(self) -> None:
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            log.info("signal %s: stopping", signal.Signals(signum).name)
+            self.request_stop()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+        self.events.put(Wakeup("stop"))
+
+    def run(self) -> None:
+        """Connect and serve until ``request_stop``; then drain and disconnect."""
+        log.info(
+            "starting: db=%s objects=%d broker=%s:%d",
+            self.config.database.path,
+            self.store.count(),
+            self.config.mqtt.host,
+            self.config.mqtt.port,
+        )
+        self.transport.start()
+        self.timers.call_later(self.config.meta.sync.podstatus.interval, self._periodic_sync)
+        self.timers.call_later(PRUNE_INTERVAL, self._prune)
+        if self.config.metrics.interval:
+            self.timers.call_later(self.config.metrics.interval, self._publish_metrics)
+        try:
+            while not self._stop.is_set():
+                self.step(self.timers.next_delay(IDLE_WAKE))
+        finally:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        deadline = time.monotonic() + DRAIN_TIMEOUT
+        while self._inflight and time.monotonic() < deadline:
+            self._collect(0.1, handle_inputs=False)
+        self._flush_outbox_removals()
+        self.transport.stop()
+        self.store.close()
+        log.info(
+            "stopped: %s unacked_publishes=%d",
+            " ".join(f"{k}={v}" for k, v in sorted(self.counters.items())),
+            len(self._inflight),
+        )
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def step(self, timeout: float) -> None:
+        """One turn: take what has arrived (waiting up to ``timeout``), commit it, run timers."""
+        batch = self._collect(timeout, handle_inputs=True)
+        if batch:
+            self._process(batch)
+        elif self._acked_outbox:
+            self._flush_outbox_removals()
+        self.timers.run_due()
+
+    def _collect(self, timeout: float, *, handle_inputs: bool) -> list[Received]:
+        """Wait for one event, then take what else is queued, up to one batch of inputs."""
+        batch: list[Received] = []
+        try:
+            event: Event | None = self.events.get(timeout=timeout)
+        except queue.Empty:
+            return batch
+        while event is not None:
+            if isinstance(event, Received):
+                if handle_inputs:
+                    batch.append(event)
+            elif isinstance(event, Published):
+                row = self._inflight.pop(event.mid, None)
+                if row is not None:
+                    self._acked_outbox.append(row)
+            elif isinstance(event, Connected):
+                self._on_connected()
+            elif isinstance(event, Disconnected):
+                self.counters["disconnects"] += 1
+            if len(batch) >= self.config.database.batch_max:
+                break
+            try:
+                event = self.events.get_nowait()
+            except queue.Empty:
+                event = None
+        return batch
+
+    def _on_connected(self) -> None:
+        # Our view of the cloud link replaces whatever an earlier run left retained.
+        self.transport.publish(self.ops.connection_publish(), self.config.mqtt.qos)
+        if not self._started_outbox:
+            self._started_outbox = True
+            pending = self.store.outbox_pending()
+            if pending:
+                log.info("outbox: resending %d publishes left by the last run", len(pending))
+            self._publish(pending)
+
+    def _process(self, batch: list[Received]) -> None:
+        try:
+            with self.store.atomic():
+                done = [self._apply(r) for r in batch]
+                self._remove_acked_outbox()
+        except StoreError as exc:
+            if len(batch) > 1:
+                # One bad apple must not hold up the rest: retry each in its own transaction.
+                for received in batch:
+                    self._process([received])
+                return
+            self._store_failed(batch[0], exc)
+            return
+        for received, entries, result in done:
+            self._publish(entries)
+            self._arm(result)
+            self.transport.ack(received.mid, received.qos)
+            self._failures.pop(received.mid, None)
+
+    def _apply(self, received: Received) -> tuple[Received, list[OutboxEntry], Result]:
+        reply_to = ReplyTo(received.response_topic, received.correlation)
+        bridge_topic = self.config.cloud.bridge_state_topic
+        if bridge_topic and received.topic == bridge_topic:
+            result = self.ops.set_cloud_link(received.payload.strip() == b"1")
+            self._log("-", "node/connection", "bridge", result)
+            return received, self.store.outbox_add(result.publishes), result
+        accepted = intake.accept(received.payload, reply_to, self.config.mqtt.max_payload)
+        if isinstance(accepted, intake.Rejected):
+            self.counters["rejected"] += 1
+            if accepted.inbound is not None:
+                result = self.ops.reject(accepted.inbound, accepted.reason, accepted.text)
+            else:
+                letter = intake.deadletter_payload(
+                    received.topic, received.payload, accepted.reason, accepted.text
+                )
+                result = Result([Outgoing(self.topics.deadletter, letter)], outcome="deadletter")
+            log.warning(
+                "rejected input on %s: %s (%s)", received.topic, accepted.reason, accepted.text
+            )
+        else:
+            result = self.ops.handle(accepted)
+            self.counters[result.outcome.split(" ")[0] or "handled"] += 1
+            msg = accepted.message
+            self._log(msg.msg_id, msg.route.resource, msg.operation, result)
+        return received, self.store.outbox_add(result.publishes), result
+
+    def _log(self, msg_id: str, resource: str, operation: str, result: Result) -> None:
+        log.info(
+            "msg_id=%s op=%s resource=%s outcome=%s publishes=%d",
+            msg_id,
+            operation,
+            resource,
+            result.outcome,
+            len(result.publishes),
+        )
+
+    def _store_failed(self, received: Received, exc: StoreError) -> None:
+        """Tell the sender 503 once, keep the input unacked, and try it again later."""
+        attempt = self._failures.get(received.mid, 0) + 1
+        self._failures[received.mid] = attempt
+        self.counters["store_failures"] += 1
+        delay = _retry_delay(attempt)
+        log.error("store failure (attempt %d, retry in %.1fs): %s", attempt, delay, exc)
+        if attempt == 1:
+            accepted = intake.accept(
+                received.payload,
+                ReplyTo(received.response_topic, received.correlation),
+                self.config.mqtt.max_payload,
+            )
+            if isinstance(accepted, Inbound):
+                result = self.ops.store_unavailable(accepted, str(exc))
+                for out in result.publishes:
+                    self.transport.publish(out, self.config.mqtt.qos)
+        self.timers.call_later(delay, lambda: self._process([received]))
+
+    # -- outbox ------------------------------------------------------------------------------
+
+    def _publish(self, entries: list[OutboxEntry]) -> None:
+        for entry in entries:
+            self._inflight[self.transport.publish(entry.publish, self.config.mqtt.qos)] = entry.id
+
+    def _remove_acked_outbox(self) -> None:
+        if self._acked_outbox:
+            self.store.outbox_remove(self._acked_outbox)
+            self._acked_outbox = []
+
+    def _flush_outbox_removals(self) -> None:
+        try:
+            with self.store.atomic():
+                self._remove_acked_outbox()
+        except StoreError as exc:
+            log.error("outbox cleanup failed, will retry: %s", exc)
+
+    # -- timers ------------------------------------------------------------------------------
+
+    def _arm(self, result: Result) -> None:
+        for timer in result.timers:
+            self.timers.call_later(timer.delay, functools.partial(self._timer_fired, timer.key))
+
+    def _timer_fired(self, key: str) -> None:
+        self._internal(functools.partial(self.ops.timer_fired, key))
+
+    def _internal(self, work: Callable[[], Result]) -> None:
+        """Run work that is not an input (timers, syncs) with its publishes in the outbox."""
+        try:
+            with self.store.atomic():
+                result = work()
+                entries = self.store.outbox_add(result.publishes)
+                self._remove_acked_outbox()
+        except StoreError as exc:
+            log.error("internal work failed: %s", exc)
+            return
+        if result.outcome not in ("sync-skipped", "timer-stale"):
+            log.info("internal outcome=%s publishes=%d", result.outcome, len(entries))
+        self._publish(entries)
+        self._arm(result)
+
+    def _periodic_sync(self) -> None:
+        self._internal(self.ops.podstatus_sync)
+        self.timers.call_later(self.config.meta.sync.podstatus.interval, self._periodic_sync)
+
+    def _prune(self) -> None:
+        try:
+            with self.store.atomic():
+                dropped = self.ops.prune_dedup()
+        except StoreError as exc:
+            log.error("dedup prune failed: %s", exc)
+        else:
+            if dropped:
+                log.info("dedup: forgot %d old msg_ids", dropped)
+        self.timers.call_later(PRUNE_INTERVAL, self._prune)
+
+    def _publish_metrics(self) -> None:
+        snapshot = {
+            **self.counters,
+            "objects": self.store.count(),
+            "outbox_inflight": len(self._inflight),
+            "remote_queries": self.ops.pending_queries,
+            "cloud_connected": self.ops.link.connected,
+            "timestamp": now_ms(),
+        }
+        out = Outgoing(self.topics.metrics, json.dumps(snapshot).encode(), retain=True)
+        self.transport.publish(out, 0)
+        self.timers.call_later(self.config.metrics.interval, self._publish_metrics)

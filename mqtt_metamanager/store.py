@@ -1,0 +1,263 @@
+"""The store: the node's metadata in one SQLite file, through peewee.
+
+Contract:
+- ``meta`` keeps KubeEdge's ``key``/``type``/``value`` columns (value is JSON text) plus
+  namespace, name, resource version and update time.
+- ``applied`` remembers recently applied msg_ids with the replies they produced, so a
+  redelivered message is answered again but not applied again.
+- ``outbox`` holds every publish owed because of an input, written in the same
+  transaction as the input's effect and removed once the broker acknowledged it.
+
+One writer (the service loop); the CLI opens the file read-only.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+import peewee as pw
+
+from .envelope import Resource
+from .routing import Outgoing
+
+SCHEMA_VERSION = 1
+
+
+class StoreError(RuntimeError):
+    """The store cannot take a write now (disk full, read-only, locked)."""
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    type: str
+    namespace: str
+    name: str
+    value: Any
+    resource_version: str
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    id: int
+    publish: Outgoing
+
+
+def _models(db: pw.Database) -> SimpleNamespace:
+    """Model classes bound to one database, so several stores can live in one process."""
+
+    class Base(pw.Model):
+        class Meta:
+            database = db
+
+    class Meta(Base):
+        key = pw.CharField(primary_key=True)
+        type = pw.CharField(index=True)
+        value = pw.TextField()
+        namespace = pw.CharField(default="")
+        name = pw.CharField(default="")
+        resource_version = pw.CharField(default="")
+        updated_at = pw.FloatField(default=0.0)
+
+        class Meta:
+            table_name = "meta"
+            indexes = ((("type", "namespace"), False),)
+
+    class Applied(Base):
+        msg_id = pw.CharField(primary_key=True)
+        replies = pw.TextField(default="[]")
+        applied_at = pw.FloatField(index=True)
+
+        class Meta:
+            table_name = "applied"
+
+    class Outbox(Base):
+        id = pw.AutoField()
+        topic = pw.CharField()
+        payload = pw.BlobField()
+        correlation = pw.BlobField(null=True)
+        retain = pw.BooleanField(default=False)
+
+        class Meta:
+            table_name = "outbox"
+
+    return SimpleNamespace(Meta=Meta, Applied=Applied, Outbox=Outbox)
+
+
+def _resource_version(value: Any) -> str:
+    if isinstance(value, dict):
+        meta = value.get("metadata")
+        if isinstance(meta, dict):
+            rv = meta.get("resourceVersion")
+            if isinstance(rv, str | int) and not isinstance(rv, bool):
+                return str(rv)
+    return ""
+
+
+def _publish_to_json(p: Outgoing) -> dict[str, Any]:
+    return {
+        "topic": p.topic,
+        "payload": p.payload.decode(),
+        "correlation": p.correlation.hex() if p.correlation is not None else None,
+        "retain": p.retain,
+    }
+
+
+def _publish_from_json(d: dict[str, Any]) -> Outgoing:
+    corr = d.get("correlation")
+    return Outgoing(
+        d["topic"], d["payload"].encode(), bytes.fromhex(corr) if corr else None, d["retain"]
+    )
+
+
+class Store:
+    """Metadata, de-duplication memory and outbox in one SQLite file (WAL)."""
+
+    def __init__(self, path: str, *, readonly: bool = False) -> None:
+        self.path = path
+        if readonly:
+            self.db = pw.SqliteDatabase(f"file:{path}?mode=ro", uri=True, pragmas={"query_only": 1})
+        else:
+            self.db = pw.SqliteDatabase(
+                path,
+                pragmas={
+                    "journal_mode": "wal",
+                    # FULL: a commit is on disk before we ack the broker, power cut included.
+                    "synchronous": "full",
+                    "busy_timeout": 5000,
+                    "foreign_keys": 1,
+                },
+            )
+        self.m = _models(self.db)
+        try:
+            self.db.connect()
+            if not readonly:
+                self._migrate()
+        except pw.OperationalError as exc:
+            raise StoreError(f"{path}: {exc}") from exc
+
+    def _migrate(self) -> None:
+        version = self.db.execute_sql("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"schema version {version} is newer than this program's")
+        with self.db.atomic():
+            self.db.create_tables([self.m.Meta, self.m.Applied, self.m.Outbox], safe=True)
+            self.db.execute_sql(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        if not self.db.is_closed():
+            self.db.close()
+
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        """One transaction; a SQLite failure inside it surfaces as ``StoreError``."""
+        try:
+            with self.db.atomic():
+                yield
+        except (pw.OperationalError, pw.DatabaseError) as exc:
+            raise StoreError(str(exc)) from exc
+
+    # -- objects ------------------------------------------------------------------------
+
+    def _row_to_object(self, row: Any) -> StoredObject:
+        return StoredObject(
+            row.key,
+            row.type,
+            row.namespace,
+            row.name,
+            json.loads(row.value),
+            row.resource_version,
+            row.updated_at,
+        )
+
+    def get(self, key: str) -> StoredObject | None:
+        row = self.m.Meta.get_or_none(self.m.Meta.key == key)
+        return None if row is None else self._row_to_object(row)
+
+    def put(self, resource: Resource, value: Any) -> None:
+        self.m.Meta.replace(
+            key=resource.key,
+            type=resource.type,
+            namespace=resource.namespace,
+            name=resource.name or "",
+            value=json.dumps(value, separators=(",", ":")),
+            resource_version=_resource_version(value),
+            updated_at=time.time(),
+        ).execute()
+
+    def delete(self, key: str) -> bool:
+        return bool(self.m.Meta.delete().where(self.m.Meta.key == key).execute())
+
+    def objects(self, namespace: str | None = None, type_: str | None = None) -> list[StoredObject]:
+        q = self.m.Meta.select().order_by(self.m.Meta.key)
+        if namespace is not None:
+            q = q.where(self.m.Meta.namespace == namespace)
+        if type_ is not None:
+            q = q.where(self.m.Meta.type == type_)
+        return [self._row_to_object(row) for row in q]
+
+    def count(self) -> int:
+        return int(self.m.Meta.select().count())
+
+    # -- redelivery memory -------------------------------------------------------------
+
+    def applied_replies(self, msg_id: str) -> list[Outgoing] | None:
+        """The replies sent for ``msg_id`` if it was applied already, else None."""
+        row = self.m.Applied.get_or_none(self.m.Applied.msg_id == msg_id)
+        if row is None:
+            return None
+        return [_publish_from_json(d) for d in json.loads(row.replies)]
+
+    def mark_applied(self, msg_id: str, replies: Iterable[Outgoing]) -> None:
+        self.m.Applied.replace(
+            msg_id=msg_id,
+            replies=json.dumps([_publish_to_json(p) for p in replies]),
+            applied_at=time.time(),
+        ).execute()
+
+    def prune_applied(self, keep: int) -> int:
+        """Forget all but the ``keep`` newest msg_ids; returns how many were dropped."""
+        A = self.m.Applied
+        total = A.select().count()
+        if total <= keep:
+            return 0
+        cutoff = A.select(A.applied_at).order_by(A.applied_at.desc()).offset(keep).limit(1)
+        return int(A.delete().where(A.applied_at <= cutoff).execute())
+
+    # -- outbox ---------------------------------------------------------------------------
+
+    def outbox_add(self, publishes: Iterable[Outgoing]) -> list[OutboxEntry]:
+        entries = []
+        for p in publishes:
+            row_id = self.m.Outbox.insert(
+                topic=p.topic, payload=p.payload, correlation=p.correlation, retain=p.retain
+            ).execute()
+            entries.append(OutboxEntry(int(row_id), p))
+        return entries
+
+    def outbox_pending(self) -> list[OutboxEntry]:
+        return [
+            OutboxEntry(
+                row.id,
+                Outgoing(
+                    row.topic,
+                    bytes(row.payload),
+                    None if row.correlation is None else bytes(row.correlation),
+                    row.retain,
+                ),
+            )
+            for row in self.m.Outbox.select().order_by(self.m.Outbox.id)
+        ]
+
+    def outbox_remove(self, ids: Iterable[int]) -> None:
+        ids = list(ids)
+        # SQLite caps bound parameters per statement; stay well under it.
+        for i in range(0, len(ids), 500):
+            self.m.Outbox.delete().where(self.m.Outbox.id.in_(ids[i : i + 500])).execute()

@@ -1,0 +1,210 @@
+"""The MQTT transport: one paho 2.x client, MQTT v5, persistent session, manual acks.
+
+paho runs its network loop in its own thread; everything it reports (connected, a message,
+a publish acknowledged) is put on one queue as an event, and the service loop is the only
+consumer. Publishing and acking from the service thread are thread-safe in paho.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import socket
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import tenacity
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from .config import MQTTConfig, read_password
+from .routing import Outgoing
+
+log = logging.getLogger(__name__)
+
+ONLINE = b"online"
+OFFLINE = b"offline"
+
+
+@dataclass(frozen=True)
+class Connected:
+    session_present: bool
+
+
+@dataclass(frozen=True)
+class Disconnected:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Received:
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    response_topic: str | None
+    correlation: bytes | None
+
+
+@dataclass(frozen=True)
+class Published:
+    mid: int
+
+
+@dataclass(frozen=True)
+class Wakeup:
+    """Put on the queue by signal handlers and tests to make the loop look around."""
+
+    reason: str
+
+
+Event = Connected | Disconnected | Received | Published | Wakeup
+
+
+def set_nodelay(sock: Any) -> None:
+    """Nagle plus delayed ACK costs ~40 ms per request/reply; paho leaves Nagle on."""
+    # Not every socket-like object paho may hand us is TCP (websockets, test socket pairs).
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def tls_context(config: MQTTConfig) -> ssl.SSLContext | None:
+    tls = config.tls
+    if not (tls.ca_file or tls.cert_file):
+        return None
+    context = ssl.create_default_context(cafile=tls.ca_file or None)
+    if tls.cert_file:
+        context.load_cert_chain(tls.cert_file, tls.key_file)
+    if tls.insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class Transport:
+    """The service's broker connection; events go to ``events``."""
+
+    def __init__(
+        self,
+        config: MQTTConfig,
+        events: queue.SimpleQueue[Event],
+        *,
+        subscriptions: Sequence[str],
+        status_topic: str,
+    ) -> None:
+        self.config = config
+        self.events = events
+        self.subscriptions = list(subscriptions)
+        self.status_topic = status_topic
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=config.client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        client.max_inflight_messages_set(1000)
+        client.max_queued_messages_set(0)
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.will_set(status_topic, OFFLINE, qos=1, retain=True)
+        if config.username:
+            client.username_pw_set(config.username, read_password(config))
+        context = tls_context(config)
+        if context is not None:
+            client.tls_set_context(context)
+        client.on_socket_open = lambda _c, _u, sock: set_nodelay(sock)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_publish = self._on_publish
+        self.client = client
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self, attempts: int = 0) -> None:
+        """Connect (retrying with backoff; ``attempts`` 0 = forever), then run paho's thread."""
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.config.session_expiry
+
+        @tenacity.retry(
+            wait=tenacity.wait_exponential(multiplier=0.2, max=10),
+            stop=tenacity.stop_after_attempt(attempts) if attempts else tenacity.stop_never,
+            retry=tenacity.retry_if_exception_type(OSError),
+            before_sleep=lambda state: log.warning(
+                "broker %s:%d unreachable (%s), retrying",
+                self.config.host,
+                self.config.port,
+                state.outcome.exception() if state.outcome else "",
+            ),
+            reraise=True,
+        )
+        def connect() -> None:
+            self.client.connect(
+                self.config.host,
+                self.config.port,
+                keepalive=self.config.keepalive,
+                clean_start=False,
+                properties=props,
+            )
+
+        connect()
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        """Publish ``offline`` (the will only fires on an unclean loss) and disconnect."""
+        info = self.client.publish(self.status_topic, OFFLINE, qos=1, retain=True)
+        with contextlib.suppress(RuntimeError, ValueError):  # not connected: the will covers it
+            info.wait_for_publish(timeout=2)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    # -- use ---------------------------------------------------------------------------------
+
+    def publish(self, out: Outgoing, qos: int) -> int:
+        props = None
+        if out.correlation is not None:
+            props = Properties(PacketTypes.PUBLISH)
+            props.CorrelationData = out.correlation
+        info = self.client.publish(
+            out.topic, out.payload, qos=qos, retain=out.retain, properties=props
+        )
+        return int(info.mid)
+
+    def ack(self, mid: int, qos: int) -> None:
+        if qos > 0:
+            self.client.ack(mid, qos)
+
+    # -- paho callbacks (network thread) -----------------------------------------------------
+
+    def _on_connect(self, client: mqtt.Client, _u: Any, flags: Any, reason: Any, _p: Any) -> None:
+        if reason.is_failure:
+            log.error("broker refused connection: %s", reason)
+            return
+        client.subscribe([(topic, self.config.qos) for topic in self.subscriptions])
+        client.publish(self.status_topic, ONLINE, qos=1, retain=True)
+        log.info(
+            "connected to %s:%d session_present=%s",
+            self.config.host,
+            self.config.port,
+            flags.session_present,
+        )
+        self.events.put(Connected(bool(flags.session_present)))
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        log.warning("disconnected from broker: %s", reason)
+        self.events.put(Disconnected(str(reason)))
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        props = getattr(msg, "properties", None)
+        response_topic = getattr(props, "ResponseTopic", None) if props else None
+        correlation = getattr(props, "CorrelationData", None) if props else None
+        self.events.put(
+            Received(msg.topic, bytes(msg.payload), msg.mid, msg.qos, response_topic, correlation)
+        )
+
+    def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, _r: Any, _p: Any) -> None:
+        self.events.put(Published(mid))
