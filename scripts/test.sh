@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The README's test command: make the venv, install what is missing, run every check.
+# Usage: scripts/test.sh [pytest args...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v mosquitto >/dev/null 2>&1 || ! command -v mosquitto_pub >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "== installing the Debian mosquitto packages"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients >/dev/null
+    # The package starts a system broker on 1883; the tests start their own.
+    systemctl disable --now mosquitto >/dev/null 2>&1 || service mosquitto stop >/dev/null 2>&1 || true
+  else
+    echo "mosquitto is missing: apt-get install mosquitto mosquitto-clients (as root)" >&2
+  fi
+fi
+# mosquitto lives in /usr/sbin, which a non-login shell may not have on PATH.
+export PATH="$PATH:/usr/sbin"
+
+if [ ! -x .venv/bin/python ]; then
+  echo "== creating .venv"
+  python3 -m venv .venv
+fi
+if ! .venv/bin/python -c "import mqtt_metamanager, pytest, hypothesis, testcontainers" 2>/dev/null \
+   || [ pyproject.toml -nt .venv/.installed ]; then
+  echo "== installing the package and its test dependencies"
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+  touch .venv/.installed
+fi
+
+echo "== ruff"
+.venv/bin/ruff check mqtt_metamanager tests
+.venv/bin/ruff format --check mqtt_metamanager tests
+echo "== mypy"
+.venv/bin/mypy
+echo "== pytest"
+exec .venv/bin/pytest "$@"
