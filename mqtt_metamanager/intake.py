@@ -25,6 +25,8 @@ from .operations import Inbound
 from .routing import ReplyTo
 
 DEADLETTER_PAYLOAD_MAX = 4096
+# Past this an oversized payload is not even parsed to find its sender: dead letter.
+OVERSIZED_PARSE_MAX = 16 * 1024 * 1024
 RESOURCE_FREE_OPS = frozenset({"connect", "publish", "meta-internal-sync"})
 
 
@@ -57,11 +59,21 @@ def _stand_in(data: Any, reply_to: ReplyTo) -> Inbound | None:
     return Inbound(request, reply_to)
 
 
+def _sender_of_oversized(payload: bytes) -> Any:
+    """Decode an oversized payload only to learn whom to tell, and only within reason."""
+    if len(payload) > OVERSIZED_PARSE_MAX:
+        return None
+    try:
+        return parse_json(payload)
+    except BadMessage:
+        return None
+
+
 def accept(payload: bytes, reply_to: ReplyTo, max_payload: int) -> Inbound | Rejected:
     """Validate one input; nothing downstream checks it again."""
     if len(payload) > max_payload:
         text = f"payload of {len(payload)} bytes is over {max_payload}"
-        return Rejected("too_large", text, _stand_in(None, reply_to))
+        return Rejected("too_large", text, _stand_in(_sender_of_oversized(payload), reply_to))
     data: Any = None
     try:
         data = parse_json(payload)

@@ -14,7 +14,9 @@ from tests.support import Broker, Publisher, ServiceProcess, Watcher, mosquitto_
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Broker]:
     if mosquitto_binary() is None:
-        pytest.fail("mosquitto is not installed: run scripts/test.sh as root, or apt-get install it")
+        pytest.fail(
+            "mosquitto is not installed: run scripts/test.sh as root, or apt-get install it"
+        )
     b = Broker(tmp_path / "broker").start()
     yield b
     b.stop()

@@ -120,7 +120,8 @@ class Watcher:
         self._topics = [topics] if isinstance(topics, str) else topics
         self._subscribed = threading.Event()
         self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=f"watch-{uuid.uuid4().hex[:8]}",
+            CallbackAPIVersion.VERSION2,
+            client_id=f"watch-{uuid.uuid4().hex[:8]}",
             protocol=mqtt.MQTTv5,
         )
         self.client.on_connect = self._on_connect
@@ -176,14 +177,22 @@ def reply_to(msg_id: str) -> Callable[[Any], bool]:
 
 
 def envelope(
-    operation: str, resource: str, content: Any = None, *, source: str = "edgecontroller",
-    msg_id: str | None = None, parent: str = "", group: str = "resource",
+    operation: str,
+    resource: str,
+    content: Any = None,
+    *,
+    source: str = "edgecontroller",
+    msg_id: str | None = None,
+    parent: str = "",
+    group: str = "resource",
 ) -> dict[str, Any]:
     return {
-        "header": {"msg_id": msg_id or str(uuid.uuid4()), "parent_msg_id": parent,
-                   "timestamp": int(time.time() * 1000)},
-        "route": {"source": source, "group": group, "operation": operation,
-                  "resource": resource},
+        "header": {
+            "msg_id": msg_id or str(uuid.uuid4()),
+            "parent_msg_id": parent,
+            "timestamp": int(time.time() * 1000),
+        },
+        "route": {"source": source, "group": group, "operation": operation, "resource": resource},
         "content": content,
     }
 
@@ -197,8 +206,13 @@ class Publisher:
         self.client.loop_start()
 
     def send(
-        self, message: dict[str, Any] | bytes | str, topic: str = IN, *,
-        response_topic: str | None = None, correlation: bytes | None = None, retain: bool = False,
+        self,
+        message: dict[str, Any] | bytes | str,
+        topic: str = IN,
+        *,
+        response_topic: str | None = None,
+        correlation: bytes | None = None,
+        retain: bool = False,
     ) -> None:
         payload = json.dumps(message) if isinstance(message, dict) else message
         props = None
@@ -236,8 +250,11 @@ class ServiceProcess:
 
     def config(self) -> dict[str, Any]:
         cfg: dict[str, Any] = {
-            "mqtt": {"host": HOST, "port": self.broker_port,
-                     "client_id": f"metamanager-{self.workdir.name}"},
+            "mqtt": {
+                "host": HOST,
+                "port": self.broker_port,
+                "client_id": f"metamanager-{self.workdir.name}",
+            },
             "database": {"path": str(self.db_path)},
             "meta": {"remote_query": {"timeout": 1, "retries": 1}},
             "logging": {"level": "DEBUG"},
@@ -259,7 +276,10 @@ class ServiceProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mqtt_metamanager", "run", "-c", str(conf)],
-            stdout=log, stderr=log, env=env, cwd=self.workdir,
+            stdout=log,
+            stderr=log,
+            env=env,
+            cwd=self.workdir,
         )
         if wait_online:
             self.wait_online()
@@ -267,11 +287,13 @@ class ServiceProcess:
 
     def wait_online(self, timeout: float = 15) -> None:
         """Online means: this process's startup log line for the broker connection appeared."""
+
         def connected() -> bool:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise AssertionError(f"service exited {self.proc.returncode}:\n{self.logs()}")
             return "connected to" in self.logs()[self._log_offset :]
+
         wait_until(connected, timeout, "the service to connect")
 
     def logs(self) -> str:

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from mqtt_metamanager.envelope import Resource
+from mqtt_metamanager.routing import Outgoing
+from mqtt_metamanager.store import Store, StoreError
+
+
+def test_meta_table_has_kubeedge_columns_and_wal(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    store = Store(str(path))
+    store.put(Resource.parse("default/pod/a"), {"metadata": {"resourceVersion": "7"}})
+    store.close()
+    db = sqlite3.connect(path)
+    cols = {row[1] for row in db.execute("PRAGMA table_info(meta)")}
+    assert {"key", "type", "value"} <= cols
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    row = db.execute("SELECT key, type, value, resource_version FROM meta").fetchone()
+    assert row == ("default/pod/a", "pod", '{"metadata":{"resourceVersion":"7"}}', "7")
+
+
+def test_data_survives_reopen_and_schema_is_kept(tmp_path: Path) -> None:
+    path = str(tmp_path / "m.db")
+    s = Store(path)
+    with s.atomic():
+        s.put(Resource.parse("ns/configmap/c"), {"a": 1})
+        s.outbox_add([Outgoing("t", b"p", b"c", True)])
+    s.close()
+    s = Store(path)
+    assert s.get("ns/configmap/c").value == {"a": 1}  # type: ignore[union-attr]
+    [entry] = s.outbox_pending()
+    assert entry.publish == Outgoing("t", b"p", b"c", True)
+    s.outbox_remove([entry.id])
+    assert s.outbox_pending() == []
+    s.close()
+
+
+def test_failed_transaction_leaves_nothing(tmp_path: Path) -> None:
+    s = Store(str(tmp_path / "m.db"))
+
+    with pytest.raises(RuntimeError), s.atomic():
+        s.put(Resource.parse("ns/pod/a"), {})
+        s.outbox_add([Outgoing("t", b"p")])
+        raise RuntimeError("crash mid-way")
+    assert s.get("ns/pod/a") is None
+    assert s.outbox_pending() == []
+
+
+def test_applied_memory_is_bounded(tmp_path: Path) -> None:
+    s = Store(str(tmp_path / "m.db"))
+    for i in range(150):
+        s.mark_applied(f"m{i}", [Outgoing("t", f"r{i}".encode())])
+    assert s.applied_replies("m0") == [Outgoing("t", b"r0")]
+    assert s.prune_applied(100) == 50
+    assert s.applied_replies("m0") is None
+    assert s.applied_replies("m149") == [Outgoing("t", b"r149")]
+
+
+def test_readonly_store_cannot_write(tmp_path: Path) -> None:
+    path = str(tmp_path / "m.db")
+    Store(path).close()
+    ro = Store(path, readonly=True)
+    with pytest.raises(StoreError), ro.atomic():
+        ro.put(Resource.parse("ns/pod/a"), {})
+    ro.close()
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version = 99")
+    db.close()
+    with pytest.raises(StoreError):
+        Store(str(path))
