@@ -328,11 +328,10 @@ def test_periodic_podstatus_sync_while_connected(
     watcher.wait_for(EDGED, reply_to("s"))
     assert not [m for m in watcher.on(CLOUD) if m["route"]["resource"] == "default/podstatus"]
     connect_cloud(publisher, watcher)
-    syncs = lambda: [
-        m
-        for m in watcher.on(CLOUD)  # noqa: E731
-        if m["route"]["resource"] == "default/podstatus"
-    ]
+
+    def syncs() -> list[Any]:
+        return [m for m in watcher.on(CLOUD) if m["route"]["resource"] == "default/podstatus"]
+
     wait_until(lambda: len(syncs()) >= 2, 10, "the reconnect sync and a periodic one")
     assert all(s["content"] == [{"phase": "Running"}] for s in syncs())
     assert all(s["route"]["operation"] == "update" for s in syncs())
