@@ -176,6 +176,24 @@ def cmd_health(cfg: Config, args: argparse.Namespace) -> int:
     return EXIT_OK if status == "online" else EXIT_FAILURE
 
 
+def cmd_bench(_cfg: Config, args: argparse.Namespace) -> int:
+    from .bench import BenchError, BenchOptions, render, run_bench
+
+    try:
+        options = BenchOptions(**{k: getattr(args, k) for k in BenchOptions.__dataclass_fields__})
+        options.check()
+    except ValueError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        report = run_bench(options)
+    except BenchError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(json.dumps(report, indent=2) if args.json else render(report))
+    return EXIT_OK
+
+
 def _add_broker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", help="broker host (default: mqtt.host)")
     p.add_argument("--port", type=int, help="broker port (default: mqtt.port)")
@@ -223,6 +241,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", dest="sub_config", help="config file")
     _add_broker_args(p)
     p.set_defaults(func=cmd_health, timeout=3.0)
+
+    p = sub.add_parser("bench", help="the service against a bare MQTT echo: rates, latency, RSS")
+    p.add_argument("--host", help="broker host (default: start a mosquitto on 127.0.0.1)")
+    p.add_argument("--port", type=int, help="broker port, with --host")
+    p.add_argument("--count", type=int, default=10_000, help="inserts per run")
+    p.add_argument("--payload-size", type=int, default=1024, help="bytes per object")
+    p.add_argument("--qos", type=int, default=1, choices=(0, 1, 2), help="QoS of all traffic")
+    p.add_argument("--rounds", type=int, default=2, help="echo/service run pairs")
+    p.add_argument("--objects", type=int, default=10_000, help="objects stored beforehand")
+    p.add_argument("--queries", type=int, default=1000, help="timed queries per run")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds allowed per phase")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_bench)
 
     return parser
 

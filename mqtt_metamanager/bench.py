@@ -1,0 +1,404 @@
+"""``mqtt-metamanager bench``: the service against a bare paho echo over the same broker.
+
+The echo is the baseline: a process doing exactly the MQTT hops the service does per input
+(insert: one forward to edged and one reply; query: one reply to the Response Topic), with
+the same QoS and manual acks sent after its publishes, and no storage. Rounds alternate
+echo, service, echo, service... so both see the same machine load; the report gives each
+run's figures and the service/echo ratios of the medians.
+
+Everything is bounded: counts are capped, every wait has a deadline, and the broker the
+bench starts listens on 127.0.0.1 only. All topics live under a fresh prefix, so a
+metamanager already on a given broker is never disturbed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .benchnet import BenchError, LoadClient
+from .envelope import Resource
+from .routing import Topics
+from .store import Store
+
+__all__ = ["BenchError", "BenchOptions", "render", "run_bench"]
+
+LOOPBACK = "127.0.0.1"
+MAX_COUNT = 1_000_000
+MAX_OBJECTS = 1_000_000
+MAX_ROUNDS = 20
+MAX_PAYLOAD = 256 * 1024
+NAMESPACE = "bench"
+SBIN = "/usr/sbin:/usr/local/sbin"
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
+QUERY_WARMUP = 20
+
+# Targets of issue 6: (name, figure, limit, higher is better).
+TARGET_INSERT_RATIO = 0.9
+TARGET_P99_RATIO = 2.0
+TARGET_RSS_MB = 40.0
+TARGET_ONLINE_S = 1.0
+
+BROKER_CONF = """listener {port} 127.0.0.1
+allow_anonymous true
+set_tcp_nodelay true
+persistence false
+max_queued_messages 100000
+max_inflight_messages 1000
+"""
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    host: str | None = None
+    port: int | None = None
+    count: int = 10_000
+    payload_size: int = 1024
+    qos: int = 1
+    rounds: int = 2
+    objects: int = 10_000
+    queries: int = 1000
+    timeout: float = 120.0
+
+    def check(self) -> None:
+        limits = [
+            ("count", self.count, 1, MAX_COUNT),
+            ("payload-size", self.payload_size, 64, MAX_PAYLOAD),
+            ("qos", self.qos, 0, 2),
+            ("rounds", self.rounds, 1, MAX_ROUNDS),
+            ("objects", self.objects, 0, MAX_OBJECTS),
+            ("queries", self.queries, 1, MAX_COUNT),
+        ]
+        for name, value, low, high in limits:
+            if not low <= value <= high:
+                raise ValueError(f"--{name} must be {low} to {high}, got {value}")
+        if not 1 <= self.timeout <= 3600:
+            raise ValueError(f"--timeout must be 1 to 3600 seconds, got {self.timeout}")
+        if (self.host is None) != (self.port is None):
+            raise ValueError("--host and --port go together")
+
+
+@dataclass
+class RunFigures:
+    """What one run of the echo or the service measured."""
+
+    inserts_per_s: float
+    query_p50_ms: float
+    query_p99_ms: float
+    peak_rss_mb: float
+    start_to_online_s: float
+
+
+def percentile(samples: list[float], pct: float) -> float:
+    """Nearest-rank percentile of ``samples`` (not empty)."""
+    ordered = sorted(samples)
+    rank = max(1, round(pct / 100 * len(ordered) + 0.5 - 1e-9))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's high-water resident set (VmHWM) in MiB, 0.0 when unreadable."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def object_value(name: str, size: int, version: int) -> dict[str, Any]:
+    """A pod-like object whose JSON is about ``size`` bytes."""
+    value: dict[str, Any] = {
+        "metadata": {"name": name, "namespace": NAMESPACE, "resourceVersion": str(version)},
+        "spec": {"containers": [{"name": "app", "image": "nginx:1.25"}], "pad": ""},
+    }
+    pad = size - len(json.dumps(value)) - 180  # the envelope around it
+    value["spec"]["pad"] = "x" * max(0, pad)
+    return value
+
+
+def envelope(operation: str, resource: str, content: Any, source: str) -> bytes:
+    return json.dumps(
+        {
+            "header": {"msg_id": str(uuid.uuid4()), "timestamp": int(time.time() * 1000)},
+            "route": {
+                "source": source,
+                "group": "resource",
+                "operation": operation,
+                "resource": resource,
+            },
+            "content": content,
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+def preload(path: Path, objects: int, size: int) -> None:
+    store = Store(str(path))
+    try:
+        with store.atomic():
+            for i in range(objects):
+                name = f"obj-{i}"
+                store.put(Resource(NAMESPACE, "pod", name), object_value(name, size, i + 1))
+    finally:
+        store.close()
+
+
+@contextmanager
+def own_broker(workdir: Path) -> Iterator[tuple[str, int]]:
+    """A mosquitto on a free 127.0.0.1 port with TCP_NODELAY, stopped on exit."""
+    binary = shutil.which("mosquitto") or shutil.which("mosquitto", path=SBIN)
+    if binary is None:
+        raise BenchError("mosquitto is not installed; give --host and --port of a broker")
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        port = int(s.getsockname()[1])
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(BROKER_CONF.format(port=port))
+    with open(workdir / "mosquitto.log", "ab") as log:
+        proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection((LOOPBACK, port), timeout=0.2).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise BenchError(f"mosquitto did not listen on {port}") from None
+                time.sleep(0.02)
+        yield LOOPBACK, port
+    finally:
+        stop_process(proc)
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class Bench:
+    """One bench session: a broker, a load client, and alternating echo/service runs."""
+
+    def __init__(self, options: BenchOptions, host: str, port: int, workdir: Path) -> None:
+        self.options = options
+        self.host, self.port = host, port
+        self.workdir = workdir
+        self.topics = Topics(f"bench-{uuid.uuid4().hex[:8]}")
+        self.load = LoadClient(host, port, self.topics, options.qos)
+        self.template = workdir / "template.db"
+
+    def close(self) -> None:
+        self.load.close()
+
+    def run(self) -> list[dict[str, RunFigures]]:
+        preload(self.template, self.options.objects, self.options.payload_size)
+        rounds = []
+        for r in range(1, self.options.rounds + 1):
+            rounds.append({"echo": self._run("echo", r), "service": self._run("service", r)})
+        return rounds
+
+    def _spawn(self, kind: str, rundir: Path) -> subprocess.Popen[bytes]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("METAMANAGER_")}
+        log = open(rundir / f"{kind}.log", "ab")  # noqa: SIM115 - closed below, child keeps it
+        try:
+            if kind == "echo":
+                argv = ["-m", "mqtt_metamanager.benchnet", self.host, str(self.port)]
+                argv += [self.topics.prefix, str(self.options.qos)]
+            else:
+                db = rundir / "meta.db"
+                shutil.copyfile(self.template, db)
+                conf = rundir / "edge.yaml"
+                conf.write_text(yaml.safe_dump(self._service_config(db, rundir.name)))
+                argv = ["-m", "mqtt_metamanager", "run", "-c", str(conf)]
+            return subprocess.Popen(
+                [sys.executable, *argv], stdout=log, stderr=log, env=env, cwd=rundir
+            )
+        finally:
+            log.close()
+
+    def _service_config(self, db: Path, name: str) -> dict[str, Any]:
+        return {
+            "mqtt": {
+                "host": self.host,
+                "port": self.port,
+                "client_id": f"{self.topics.prefix}-{name}",
+                "topic_prefix": self.topics.prefix,
+                "qos": self.options.qos,
+                # No session left behind to collect the next runs' input.
+                "session_expiry": 0,
+            },
+            "database": {"path": str(db)},
+        }
+
+    def _run(self, kind: str, round_no: int) -> RunFigures:
+        rundir = self.workdir / f"{kind}-{round_no}"
+        rundir.mkdir()
+        self.load.clear_status()
+        started = time.monotonic()
+        proc = self._spawn(kind, rundir)
+        try:
+            online = self.load.wait_online(started, START_TIMEOUT, proc.poll)
+            rate = self._inserts(round_no)
+            samples = self._queries()
+            if proc.poll() is not None:
+                raise BenchError(f"{kind} exited with {proc.returncode} during the run")
+            rss = peak_rss_mb(proc.pid)
+        except BenchError as exc:
+            raise BenchError(f"{kind} round {round_no}: {exc} (log: {rundir}/{kind}.log)") from None
+        finally:
+            stop_process(proc)
+        return RunFigures(
+            inserts_per_s=rate,
+            query_p50_ms=percentile(samples, 50) * 1000,
+            query_p99_ms=percentile(samples, 99) * 1000,
+            peak_rss_mb=rss,
+            start_to_online_s=online,
+        )
+
+    def _inserts(self, round_no: int) -> float:
+        n, size = self.options.count, self.options.payload_size
+        payloads = [
+            envelope(
+                "insert",
+                f"{NAMESPACE}/pod/r{round_no}-{i}",
+                object_value(f"r{round_no}-{i}", size, i + 1),
+                "edgecontroller",
+            )
+            for i in range(n)
+        ]
+        return n / self.load.burst(payloads, self.options.timeout)
+
+    def _queries(self) -> list[float]:
+        objects = max(1, self.options.objects)
+        samples = []
+        for i in range(QUERY_WARMUP + self.options.queries):
+            resource = f"{NAMESPACE}/pod/obj-{i % objects}"
+            took = self.load.request(envelope("query", resource, None, "bench"), 10.0)
+            if i >= QUERY_WARMUP:
+                samples.append(took)
+        return samples
+
+
+def summarize(rounds: list[dict[str, RunFigures]], objects: int) -> dict[str, Any]:
+    """Medians per kind (peak RSS and start time: the worst run), ratios and the targets."""
+    summary: dict[str, Any] = {}
+    for kind in ("echo", "service"):
+        runs = [r[kind] for r in rounds]
+        summary[kind] = {
+            "inserts_per_s": statistics.median(f.inserts_per_s for f in runs),
+            "query_p50_ms": statistics.median(f.query_p50_ms for f in runs),
+            "query_p99_ms": statistics.median(f.query_p99_ms for f in runs),
+            "peak_rss_mb": max(f.peak_rss_mb for f in runs),
+            "start_to_online_s": max(f.start_to_online_s for f in runs),
+        }
+    echo, svc = summary["echo"], summary["service"]
+    ratios = {
+        "inserts_per_s": svc["inserts_per_s"] / echo["inserts_per_s"],
+        "query_p50_ms": svc["query_p50_ms"] / echo["query_p50_ms"],
+        "query_p99_ms": svc["query_p99_ms"] / echo["query_p99_ms"],
+    }
+    targets = [
+        ("insert throughput >= 0.9x echo", ratios["inserts_per_s"], TARGET_INSERT_RATIO, True),
+        ("query p99 <= 2x echo", ratios["query_p99_ms"], TARGET_P99_RATIO, False),
+        (f"peak RSS <= 40 MB ({objects} objects)", svc["peak_rss_mb"], TARGET_RSS_MB, False),
+        (f"start to online < 1 s ({objects} objects)", svc["start_to_online_s"], 1.0, False),
+    ]
+    summary["ratios"] = ratios
+    summary["targets"] = [
+        {
+            "target": name,
+            "value": value,
+            "limit": limit,
+            "met": value >= limit if higher else value <= limit,
+        }
+        for name, value, limit, higher in targets
+    ]
+    return summary
+
+
+def render(report: dict[str, Any]) -> str:
+    cols = ("inserts_per_s", "query_p50_ms", "query_p99_ms", "peak_rss_mb", "start_to_online_s")
+    head = ("inserts/s", "q p50 ms", "q p99 ms", "peak RSS MB", "online s")
+    fmt = "{:<10}{:<9}" + "{:>13}" * len(cols)
+    o = report["options"]
+    lines = [
+        f"mqtt-metamanager bench: broker {report['broker']}, count={o['count']} "
+        f"payload={o['payload_size']}B qos={o['qos']} objects={o['objects']} "
+        f"queries={o['queries']} rounds={o['rounds']}",
+        "",
+        fmt.format("round", "run", *head),
+    ]
+    for i, r in enumerate(report["rounds"], 1):
+        for kind in ("echo", "service"):
+            lines.append(fmt.format(str(i), kind, *(_num(r[kind][c]) for c in cols)))
+    s = report["summary"]
+    for kind in ("echo", "service"):
+        lines.append(fmt.format("median", kind, *(_num(s[kind][c]) for c in cols)))
+    ratio = s["ratios"]
+    lines.append(
+        fmt.format("ratio", "svc/echo", *(_num(ratio[c], "x") if c in ratio else "" for c in cols))
+    )
+    lines += ["", "targets:"]
+    for t in s["targets"]:
+        mark = "met" if t["met"] else "NOT MET"
+        lines.append(f"  {t['target']:<42} {_num(t['value']):>10}  {mark}")
+    return "\n".join(lines)
+
+
+def _num(value: float, suffix: str = "") -> str:
+    if value >= 100:
+        return f"{value:.0f}{suffix}"
+    return f"{value:.2f}{suffix}" if value >= 1 else f"{value:.3f}{suffix}"
+
+
+def run_bench(options: BenchOptions) -> dict[str, Any]:
+    """Run the whole bench and return the report (what ``--json`` prints)."""
+    options.check()
+    with tempfile.TemporaryDirectory(prefix="mm-bench-") as tmp:
+        workdir = Path(tmp)
+        with _broker(options, workdir) as (host, port):
+            bench = Bench(options, host, port, workdir)
+            try:
+                rounds = bench.run()
+            finally:
+                bench.close()
+    own = "own mosquitto" if options.host is None else "given"
+    return {
+        "broker": f"{host}:{port} ({own})",
+        "options": asdict(options),
+        "rounds": [{k: asdict(v) for k, v in r.items()} for r in rounds],
+        "summary": summarize(rounds, options.objects),
+    }
+
+
+@contextmanager
+def _broker(options: BenchOptions, workdir: Path) -> Iterator[tuple[str, int]]:
+    if options.host is not None and options.port is not None:
+        yield options.host, options.port
+        return
+    with own_broker(workdir) as address:
+        yield address

@@ -1,0 +1,185 @@
+"""The bench's two MQTT peers: the load client (in the bench process) and the bare echo.
+
+The echo runs as its own process (``python -m mqtt_metamanager.benchnet HOST PORT PREFIX
+QOS``) and does per input exactly the publishes the service does, with no storage:
+an input without a Response Topic (an insert from the cloud) is forwarded to edged and
+answered on the cloud topic; an input with one (a query) is answered there with its
+Correlation Data. The input is acked after those publishes, as the service acks after
+its commit. It announces itself like the service: ``online`` on the status topic.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from .routing import Topics
+from .transport import ONLINE, set_nodelay
+
+MAX_INFLIGHT = 1000
+POLL = 0.05
+
+
+class BenchError(RuntimeError):
+    """The bench could not finish a run (no broker, a process died, a wait timed out)."""
+
+
+def _client(client_id: str, *, manual_ack: bool = False) -> mqtt.Client:
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=mqtt.MQTTv5,
+        manual_ack=manual_ack,
+    )
+    client.max_inflight_messages_set(MAX_INFLIGHT)
+    client.max_queued_messages_set(0)
+    client.on_socket_open = lambda _c, _u, sock: set_nodelay(sock)
+    return client
+
+
+class LoadClient:
+    """Sends bursts of inserts and timed queries, and sees the status topic."""
+
+    def __init__(self, host: str, port: int, topics: Topics, qos: int) -> None:
+        self.topics = topics
+        self.qos = qos
+        self.reply_topic = f"{topics.prefix}/bench/reply"
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self._online = threading.Event()
+        self._online_at = 0.0
+        self._replies = 0
+        self._want = 0
+        self._last_reply_at = 0.0
+        self._burst_done = threading.Event()
+        self._correlation = b""
+        self._answered_at = 0.0
+        self._answered = threading.Event()
+        self.client = _client(f"{topics.prefix}-load")
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = lambda *_a: self._subscribed.set()
+        self.client.on_message = self._on_message
+        try:
+            self.client.connect(host, port, keepalive=30)
+        except OSError as exc:
+            raise BenchError(f"cannot reach broker {host}:{port}: {exc}") from exc
+        self.client.loop_start()
+        if not self._subscribed.wait(10):
+            self.close()
+            raise BenchError(f"broker {host}:{port} did not accept the load client")
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def _on_connect(self, client: mqtt.Client, *_a: Any) -> None:
+        topics = (self.topics.cloud, self.reply_topic, self.topics.status)
+        client.subscribe([(t, self.qos) for t in topics])
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        now = time.monotonic()
+        if msg.topic == self.topics.cloud:
+            with self._lock:
+                self._replies += 1
+                self._last_reply_at = now
+                if self._replies >= self._want:
+                    self._burst_done.set()
+        elif msg.topic == self.reply_topic:
+            if getattr(msg.properties, "CorrelationData", None) == self._correlation:
+                self._answered_at = now
+                self._answered.set()
+        elif msg.topic == self.topics.status and msg.payload == ONLINE and not msg.retain:
+            # A fresh publish, not the retained status some earlier run left.
+            self._online_at = now
+            self._online.set()
+
+    def clear_status(self) -> None:
+        """Drop the retained status, so only the next process's ``online`` counts."""
+        self._online.clear()
+        info = self.client.publish(self.topics.status, b"", qos=1, retain=True)
+        info.wait_for_publish(10)
+
+    def wait_online(self, started: float, timeout: float, exited: Callable[[], Any]) -> float:
+        """Seconds from ``started`` to a fresh ``online``; fails if the process exits."""
+        deadline = time.monotonic() + timeout
+        while not self._online.wait(POLL):
+            if exited() is not None:
+                raise BenchError("exited before it was online")
+            if time.monotonic() > deadline:
+                raise BenchError(f"not online within {timeout}s")
+        return self._online_at - started
+
+    def burst(self, payloads: Sequence[bytes], timeout: float) -> float:
+        """Publish every payload at once; seconds until as many replies came back."""
+        with self._lock:
+            self._replies, self._want = 0, len(payloads)
+            self._burst_done.clear()
+        start = time.monotonic()
+        for payload in payloads:
+            self.client.publish(self.topics.metamanager_in, payload, qos=self.qos)
+        if not self._burst_done.wait(max(0.0, start + timeout - time.monotonic())):
+            raise BenchError(f"{self._replies}/{len(payloads)} replies within {timeout}s")
+        return self._last_reply_at - start
+
+    def request(self, payload: bytes, timeout: float) -> float:
+        """One request with a Response Topic; seconds until its reply arrived."""
+        self._correlation = uuid.uuid4().bytes
+        self._answered.clear()
+        props = Properties(PacketTypes.PUBLISH)
+        props.ResponseTopic = self.reply_topic
+        props.CorrelationData = self._correlation
+        start = time.monotonic()
+        self.client.publish(self.topics.metamanager_in, payload, qos=self.qos, properties=props)
+        if not self._answered.wait(timeout):
+            raise BenchError(f"no reply within {timeout}s")
+        return self._answered_at - start
+
+
+def echo(host: str, port: int, prefix: str, qos: int) -> None:
+    """The bare echo: serve until SIGTERM or SIGINT."""
+    topics = Topics(prefix)
+    stop = threading.Event()
+    client = _client(f"{prefix}-echo", manual_ack=True)
+
+    def on_connect(c: mqtt.Client, *_a: Any) -> None:
+        c.subscribe(topics.metamanager_in, qos)
+
+    def on_subscribe(c: mqtt.Client, *_a: Any) -> None:
+        c.publish(topics.status, ONLINE, qos=1, retain=True)
+
+    def on_message(c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        response_topic = getattr(msg.properties, "ResponseTopic", None)
+        if response_topic:
+            props = Properties(PacketTypes.PUBLISH)
+            props.CorrelationData = getattr(msg.properties, "CorrelationData", b"")
+            c.publish(response_topic, msg.payload, qos=qos, properties=props)
+        else:
+            c.publish(topics.edged_in, msg.payload, qos=qos)
+            c.publish(topics.cloud, msg.payload, qos=qos)
+        c.ack(msg.mid, msg.qos)
+
+    client.on_connect = on_connect
+    client.on_subscribe = on_subscribe
+    client.on_message = on_message
+    signal.signal(signal.SIGTERM, lambda *_a: stop.set())
+    signal.signal(signal.SIGINT, lambda *_a: stop.set())
+    client.connect(host, port, keepalive=30, clean_start=True)
+    client.loop_start()
+    stop.wait()
+    client.disconnect()
+    client.loop_stop()
+
+
+if __name__ == "__main__":
+    _host, _port, _prefix, _qos = sys.argv[1:5]
+    echo(_host, int(_port), _prefix, int(_qos))
