@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from . import config as config_mod
+from .bridge import add_arguments as bridge_arguments
 from .config import Config, ConfigError
 from .envelope import BadMessage, Message, message_from_dict, new_msg_id, now_ms, parse_json
 
@@ -194,6 +195,21 @@ def cmd_bench(_cfg: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_bridge_config(cfg: Config, args: argparse.Namespace) -> int:
+    from . import bridge
+
+    try:
+        text = bridge.render(bridge.settings_from_args(args, cfg))
+    except bridge.BridgeConfigError as exc:
+        print(f"bridge-config: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.output:
+        bridge.write_config(args.output, text)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
 def _add_broker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", help="broker host (default: mqtt.host)")
     p.add_argument("--port", type=int, help="broker port (default: mqtt.port)")
@@ -254,6 +270,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=120.0, help="seconds allowed per phase")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("bridge-config", help="print the Mosquitto bridge config for the cloud link")
+    p.add_argument("-c", "--config", dest="sub_config", help="config file")
+    bridge_arguments(p)
+    p.set_defaults(func=cmd_bridge_config)
 
     return parser
 
