@@ -6,6 +6,8 @@ Everything here validates when it is built, so code downstream never re-checks a
 from __future__ import annotations
 
 import json
+import math
+import re
 import time
 import uuid
 from dataclasses import dataclass, replace
@@ -194,20 +196,50 @@ def _depth_ok(value: Any, limit: int) -> bool:
     return True
 
 
+# A ``\uD800``-``\uDFFF`` escape: JSON lets it through, SQLite and MQTT cannot take it alone.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _not_json_number(literal: str) -> float:
+    raise ValueError(f"{literal} is not a JSON number")
+
+
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if not math.isfinite(value):
+        raise ValueError(f"number {literal[:20]} is out of range")
+    return value
+
+
+def _has_lone_surrogate(data: Any) -> bool:
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def parse_json(payload: bytes) -> Any:
-    """Decode a JSON payload, refusing invalid UTF-8, bad JSON and deep nesting."""
+    """Decode a JSON payload, refusing invalid UTF-8, bad JSON and deep nesting.
+
+    Not JSON either, though Python's decoder takes them: ``NaN``/``Infinity``, numbers
+    that overflow a double, and unpaired surrogate escapes (they cannot be stored or sent).
+    """
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BadMessage("bad_encoding", f"payload is not UTF-8: {exc.reason}") from None
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_constant=_not_json_number, parse_float=_finite_float)
     except RecursionError:
         raise BadMessage("too_deep", f"JSON nested deeper than {MAX_JSON_DEPTH}") from None
     except ValueError as exc:
         raise BadMessage("bad_json", f"payload is not JSON: {exc}") from None
     if not _depth_ok(data, MAX_JSON_DEPTH):
         raise BadMessage("too_deep", f"JSON nested deeper than {MAX_JSON_DEPTH}")
+    # Cheap pre-check first: a full re-encode only when a surrogate escape is present.
+    if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(data):
+        raise BadMessage("bad_encoding", "payload has an unpaired UTF-16 surrogate escape")
     return data
 
 

@@ -130,7 +130,7 @@ def _numeric_rv(value: Any) -> int | None:
         rv = value["metadata"].get("resourceVersion")
         if isinstance(rv, int) and not isinstance(rv, bool):
             return rv
-        if isinstance(rv, str) and rv.isdigit():
+        if isinstance(rv, str) and rv.isascii() and rv.isdigit():  # int("²") fails
             return int(rv)
     return None
 

@@ -1,0 +1,412 @@
+"""Hostile input, property-based: whatever arrives on the inbox, the service answers cleanly.
+
+Every case goes the way the service loop takes an input (``intake.accept`` then
+``Operations.handle`` inside one store transaction) against a temporary SQLite file, no
+broker. The properties: nothing raises; an invalid input is either an ``error`` reply to
+a sender that can be told or a dead-letter entry; anything invalid leaves the store as it
+was; every publish owed is well-formed (a valid MQTT topic, strict JSON); a valid mutating
+input redelivered with its msg_id is not applied twice.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import string
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mqtt_metamanager import intake
+from mqtt_metamanager.envelope import MAX_JSON_DEPTH, MAX_RESOURCE_LENGTH, parse_json
+from mqtt_metamanager.operations import Operations, RemoteQueryPolicy, Result
+from mqtt_metamanager.routing import Outgoing, ReplyTo, Router, Topics
+from mqtt_metamanager.store import Store
+
+MAX_PAYLOAD = 64 * 1024
+TOPICS = Topics("kubeedge")
+SETTINGS = settings(
+    max_examples=1000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    database=None,
+)
+
+
+@dataclass
+class Outcome:
+    """What the service would do with one input."""
+
+    rejected: intake.Rejected | None
+    result: Result
+
+    @property
+    def publishes(self) -> list[Outgoing]:
+        return self.result.publishes
+
+
+class Harness:
+    """A store and the operations over it, fed the way ``Service._apply`` feeds them."""
+
+    def __init__(self, path: Path) -> None:
+        self.store = Store(str(path))
+        self.ops = Operations(
+            self.store,
+            Router(TOPICS, ["edged", "edgemesh", "devicetwin", "eventbus", "servicebus"]),
+            remote_query=RemoteQueryPolicy(timeout=1.0, retries=1),
+        )
+        self.path = path
+
+    def feed(self, payload: bytes, reply_to: ReplyTo | None = None) -> Outcome:
+        reply_to = reply_to or ReplyTo()
+        accepted = intake.accept(payload, reply_to, MAX_PAYLOAD)
+        if isinstance(accepted, intake.Rejected):
+            if accepted.inbound is not None:
+                result = self.ops.reject(accepted.inbound, accepted.reason, accepted.text)
+            else:
+                letter = intake.deadletter_payload(
+                    TOPICS.metamanager_in, payload, accepted.reason, accepted.text
+                )
+                result = Result([Outgoing(TOPICS.deadletter, letter)], outcome="deadletter")
+            return Outcome(accepted, result)
+        with self.store.atomic():
+            return Outcome(None, self.ops.handle(accepted))
+
+    def snapshot(self) -> list[tuple[Any, ...]]:
+        """The ``meta`` table as another process sees it (read-only connection)."""
+        with sqlite3.connect(f"file:{self.path}?mode=ro", uri=True) as db:
+            return db.execute("SELECT key, type, value, resource_version FROM meta").fetchall()
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
+    h = Harness(tmp_path_factory.mktemp("hostile") / "meta.db")
+    # Some state to be damaged: a pod, its status, a configmap with a resource version.
+    for i, (op, resource, content) in enumerate(
+        [
+            ("insert", "default/pod/web", {"metadata": {"name": "web", "resourceVersion": "7"}}),
+            ("insert", "default/podstatus/web", {"phase": "Running"}),
+            ("insert", "kube-system/configmap/cfg", {"data": {"a": "b"}}),
+        ]
+    ):
+        h.feed(_encode(_envelope(f"seed-{i}", op, resource, content)))
+    yield h
+    h.store.close()
+
+
+def _envelope(msg_id: str, op: str, resource: str, content: Any, source: str = "cloud") -> Any:
+    return {
+        "header": {"msg_id": msg_id, "parent_msg_id": "", "timestamp": 1},
+        "route": {"source": source, "group": "resource", "operation": op, "resource": resource},
+        "content": content,
+    }
+
+
+def _encode(value: Any) -> bytes:
+    return json.dumps(value).encode()
+
+
+def assert_well_formed(outcome: Outcome) -> None:
+    """Every publish has a topic MQTT accepts and a payload that is strict JSON."""
+    for out in outcome.publishes:
+        assert out.topic and "+" not in out.topic and "#" not in out.topic, out.topic
+        assert "\x00" not in out.topic
+        out.topic.encode("utf-8")
+        parse_json(out.payload)
+
+
+def assert_clean_rejection(outcome: Outcome) -> None:
+    """An error reply to whoever can be told, else exactly one dead-letter entry."""
+    assert outcome.rejected is not None
+    if outcome.rejected.inbound is None:
+        assert [p.topic for p in outcome.publishes] == [TOPICS.deadletter]
+        letter = json.loads(outcome.publishes[0].payload)
+        assert letter["reason"] == outcome.rejected.reason
+        assert letter["size"] >= 0
+    else:
+        for out in outcome.publishes:
+            reply = json.loads(out.payload)
+            assert reply["route"]["operation"] == "error"
+            assert reply["content"]["code"] == 400
+
+
+# -- strategies ------------------------------------------------------------------------------
+
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20)
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+# Unpaired surrogates: valid in a JSON escape, invalid in UTF-8 (SQLite, MQTT topics).
+surrogates = st.text(st.characters(categories=["Cs"]), min_size=1, max_size=2)
+anything = json_values | surrogates | st.sampled_from([[], {}, "", 0, -1, True])
+segment = st.text(alphabet=string.ascii_lowercase + "-.", min_size=1, max_size=6)
+resources = st.one_of(
+    st.builds(lambda a, b: f"{a}/{b}", segment, segment),
+    st.builds(
+        lambda a, b, c: f"{a}/{b}/{c}", segment, st.sampled_from(["pod", "podstatus"]), segment
+    ),
+    st.builds(lambda a, b: f"{a}/{b}", st.sampled_from(["default", "kube-system"]), segment),
+    st.sampled_from(["default/pod/web", "default/podstatus/web", "kube-system/configmap/cfg"]),
+    st.sampled_from(["", "/", "a", "a//b", "/a/b", "a/b/", "a/b/c/d", "node/connection"]),
+    st.text(max_size=30),
+    st.builds(lambda a, s: f"{a}/{s}", segment, surrogates),
+    st.just("a/b/" + "x" * MAX_RESOURCE_LENGTH),
+)
+operations = st.sampled_from(
+    [
+        "insert",
+        "update",
+        "patch",
+        "delete",
+        "query",
+        "response",
+        "error",
+        "connect",
+        "publish",
+        "meta-internal-sync",
+        "",
+        "INSERT",
+        "bogus",
+    ]
+)
+sources = st.sampled_from(["edged", "edgecontroller", "cloud", "metamanager", "", "devicetwin"])
+contents = st.one_of(
+    anything,
+    st.sampled_from(["cloud_connected", "cloud_disconnected", "OK"]),
+    st.builds(
+        lambda rv, extra: {"metadata": {"name": "web", "resourceVersion": rv}, **extra},
+        st.one_of(st.text(max_size=6), st.integers(), st.sampled_from(["²", "٣", "08", "-1"])),
+        st.dictionaries(st.text(max_size=5), json_scalars, max_size=3),
+    ),
+)
+
+
+def _maybe(field: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """A field of the right shape most of the time, of any shape otherwise, or absent."""
+    return st.one_of(field, field, field, anything)
+
+
+@st.composite
+def envelopes(draw: st.DrawFn) -> Any:
+    header: dict[str, Any] = {}
+    for name, strategy in [
+        (
+            "msg_id",
+            st.one_of(st.uuids().map(str), st.sampled_from(["seed-0", "dup", ""]), surrogates),
+        ),
+        ("parent_msg_id", st.one_of(st.just(""), st.text(max_size=8))),
+        ("timestamp", st.integers(min_value=0, max_value=2**62)),
+        ("resourceversion", st.text(max_size=5)),
+        ("sync", st.booleans()),
+        ("type", st.text(max_size=5)),
+    ]:
+        if draw(st.booleans()) or name == "msg_id":
+            header[name] = draw(_maybe(strategy))
+    route: dict[str, Any] = {}
+    for name, strategy in [
+        ("source", sources),
+        ("destination", st.text(max_size=5)),
+        ("group", st.sampled_from(["resource", "meta", ""])),
+        ("operation", operations),
+        ("resource", resources),
+    ]:
+        if draw(st.integers(0, 9)) > 0:
+            route[name] = draw(_maybe(strategy))
+    message: dict[str, Any] = {"header": draw(_maybe(st.just(header))), "route": route}
+    if draw(st.booleans()):
+        message["content"] = draw(contents)
+    if draw(st.integers(0, 9)) == 0:
+        message[draw(st.text(max_size=5))] = draw(anything)
+    return message
+
+
+reply_tos = st.one_of(
+    st.just(ReplyTo()),
+    st.builds(
+        ReplyTo,
+        st.sampled_from(["tools/reply", "kubeedge/cli/reply/1", "a/b/c"]),
+        st.one_of(st.none(), st.binary(max_size=16)),
+    ),
+)
+
+
+# -- properties ------------------------------------------------------------------------------
+
+
+@SETTINGS
+@given(payload=st.binary(max_size=2048), reply_to=reply_tos)
+def test_random_bytes_never_crash_and_never_write(
+    harness: Harness, payload: bytes, reply_to: Any
+) -> None:
+    before = harness.snapshot()
+    outcome = harness.feed(payload, reply_to)
+    assert_well_formed(outcome)
+    if outcome.rejected is not None:
+        assert_clean_rejection(outcome)
+        assert harness.snapshot() == before
+
+
+@SETTINGS
+@given(value=json_values, reply_to=reply_tos)
+def test_json_that_is_no_envelope_is_rejected(harness: Harness, value: Any, reply_to: Any) -> None:
+    before = harness.snapshot()
+    outcome = harness.feed(_encode(value), reply_to)
+    assert outcome.rejected is not None
+    assert_clean_rejection(outcome)
+    assert_well_formed(outcome)
+    assert harness.snapshot() == before
+
+
+@SETTINGS
+@given(message=envelopes(), reply_to=reply_tos, link_up=st.booleans())
+def test_envelopes_of_any_shape(
+    harness: Harness, message: Any, reply_to: Any, link_up: bool
+) -> None:
+    harness.ops.set_cloud_link(link_up)
+    before = harness.snapshot()
+    payload = _encode(message)
+    outcome = harness.feed(payload, reply_to)
+    assert_well_formed(outcome)
+    if outcome.rejected is not None:
+        assert_clean_rejection(outcome)
+        assert harness.snapshot() == before
+        return
+    if outcome.result.outcome.startswith("error"):
+        assert harness.snapshot() == before, outcome.result.outcome
+    # Redelivery with the same msg_id: not applied again, answered again.
+    after = harness.snapshot()
+    again = harness.feed(payload, reply_to)
+    assert_well_formed(again)
+    if outcome.result.outcome not in ("duplicate",) and again.result.outcome == "duplicate":
+        assert harness.snapshot() == after
+        assert [p.topic for p in again.publishes] == [p.topic for p in outcome.result.replies]
+
+
+@SETTINGS
+@given(
+    message=envelopes(),
+    cut=st.integers(min_value=0, max_value=400),
+    flips=st.lists(st.tuples(st.integers(0, 400), st.integers(1, 255)), max_size=3),
+)
+def test_damaged_envelopes(harness: Harness, message: Any, cut: int, flips: Any) -> None:
+    payload = bytearray(_encode(message))
+    for index, xor in flips:
+        if payload:
+            payload[index % len(payload)] ^= xor
+    damaged = bytes(payload[: max(cut, len(payload) // 2)])
+    before = harness.snapshot()
+    outcome = harness.feed(damaged)
+    assert_well_formed(outcome)
+    if outcome.rejected is not None:
+        assert_clean_rejection(outcome)
+        assert harness.snapshot() == before
+
+
+# -- the limits, each on its own ---------------------------------------------------------------
+
+
+def _nested(depth: int) -> Any:
+    value: Any = "leaf"
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+def test_payload_over_max_payload_is_refused(harness: Harness) -> None:
+    before = harness.snapshot()
+    big = _envelope("big", "insert", "default/pod/big", "x" * MAX_PAYLOAD)
+    outcome = harness.feed(_encode(big))
+    assert outcome.rejected is not None and outcome.rejected.reason == "too_large"
+    assert_clean_rejection(outcome)
+    no_sender = b"x" * (MAX_PAYLOAD + 1)
+    outcome = harness.feed(no_sender)
+    assert outcome.rejected is not None and outcome.rejected.reason == "too_large"
+    letter = json.loads(outcome.publishes[0].payload)
+    assert letter["truncated"] and letter["size"] == MAX_PAYLOAD + 1
+    assert len(letter["payload"]) == intake.DEADLETTER_PAYLOAD_MAX
+    assert harness.snapshot() == before
+
+
+def test_resource_length_limit(harness: Harness) -> None:
+    before = harness.snapshot()
+    name = "n" * (MAX_RESOURCE_LENGTH - len("default/pod/"))
+    at_limit = harness.feed(_encode(_envelope("len-ok", "insert", f"default/pod/{name}", {})))
+    assert at_limit.rejected is None and at_limit.result.outcome == "stored"
+    over = harness.feed(_encode(_envelope("len-bad", "insert", f"default/pod/{name}x", {})))
+    assert over.rejected is not None and over.rejected.reason == "bad_resource"
+    assert_clean_rejection(over)
+    assert len(harness.snapshot()) == len(before) + 1
+    harness.feed(_encode(_envelope("len-del", "delete", f"default/pod/{name}", None)))
+    assert harness.snapshot() == before
+
+
+@pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, 5_000, 30_000])
+def test_nesting_deeper_than_the_limit_is_refused(harness: Harness, depth: int) -> None:
+    before = harness.snapshot()
+    # The content sits at depth 2 of the envelope.
+    too_deep = _envelope("deep", "insert", "default/pod/deep", _nested(depth - 1))
+    payload = _encode(too_deep) if depth < 1000 else _deep_payload(depth)
+    outcome = harness.feed(payload)
+    assert outcome.rejected is not None and outcome.rejected.reason == "too_deep"
+    assert_clean_rejection(outcome)
+    assert harness.snapshot() == before
+
+
+def _deep_payload(depth: int) -> bytes:
+    # json.dumps itself recurses; build the text by hand.
+    head = b'{"header":{"msg_id":"deep"},"route":{"source":"cloud","operation":"insert",'
+    head += b'"resource":"default/pod/deep"},"content":'
+    return head + b"[" * depth + b"]" * depth + b"}"
+
+
+def test_nesting_at_the_limit_is_stored(harness: Harness) -> None:
+    at_limit = _envelope("deep-ok", "insert", "default/pod/deep-ok", _nested(MAX_JSON_DEPTH - 1))
+    outcome = harness.feed(_encode(at_limit))
+    assert outcome.rejected is None and outcome.result.outcome == "stored"
+    harness.feed(_encode(_envelope("deep-del", "delete", "default/pod/deep-ok", None)))
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        # Found by the properties above: each crashed the loop (and so the service, forever,
+        # since the input comes again after a restart) before envelope.parse_json refused it.
+        rb'{"header":{"msg_id":"\ud800"},"route":{"source":"cloud","operation":"insert",'
+        rb'"resource":"a/b/c"},"content":1}',
+        rb'{"header":{"msg_id":"s1"},"route":{"source":"cloud","operation":"insert",'
+        rb'"resource":"a/b/\udc00"},"content":1}',
+        b'{"header":{"msg_id":"s2"},"route":{"source":"cloud","operation":"insert",'
+        b'"resource":"a/b/c"},"content":NaN}',
+        b'{"header":{"msg_id":"s3"},"route":{"source":"cloud","operation":"insert",'
+        b'"resource":"a/b/c"},"content":1e400}',
+    ],
+)
+def test_input_that_is_not_storable_json_is_refused(harness: Harness, payload: bytes) -> None:
+    before = harness.snapshot()
+    outcome = harness.feed(payload)
+    assert outcome.rejected is not None, outcome.result.outcome
+    assert_clean_rejection(outcome)
+    assert harness.snapshot() == before
+
+
+def test_superscript_resource_version_does_not_crash(harness: Harness) -> None:
+    # "²".isdigit() is True but int("²") raises: an update compared it and crashed.
+    rv = {"metadata": {"name": "web", "resourceVersion": "²"}}
+    outcome = harness.feed(_encode(_envelope("sup", "update", "default/pod/web", rv)))
+    assert outcome.rejected is None and outcome.result.outcome == "stored"
+    harness.feed(_encode(_envelope("sup-back", "insert", "default/pod/web", {"metadata": {}})))
