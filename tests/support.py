@@ -89,6 +89,9 @@ class Broker:
             f"persistence_location {self.workdir}/\n"
             "max_queued_messages 100000\n"
             "max_inflight_messages 1000\n"
+            # As root, mosquitto drops to user `mosquitto`, which cannot write the
+            # root-only tmp dir: persistence would be lost without a word but a log line.
+            f"{'user root' if os.geteuid() == 0 else ''}\n"
             f"{self.extra_conf}\n"
         )
         log = open(self.workdir / "mosquitto.log", "ab")  # noqa: SIM115 - owned by the process
