@@ -239,3 +239,25 @@ def test_cloud_traffic_for_the_node_waits_while_the_edge_broker_is_away(
             store.close()
 
     wait_until(stored, RECONNECT_TIMEOUT, "the insert sent while the edge was away")
+
+
+@pytest.mark.fault
+def test_a_query_in_flight_when_the_cloud_goes_is_answered_locally_at_once(
+    service: ServiceProcess,
+    cloud: CloudSide,
+    cloud_broker: Broker,
+    edge: Watcher,
+    edged: Publisher,
+) -> None:
+    connected_state(edge, True)
+    node = {"metadata": {"name": "edge-1"}, "status": {"phase": "Running"}}
+    cloud_sends(cloud, edge, "insert", "default/node/edge-1", node)
+    question = envelope("query", "default/node/edge-1", source="edged")  # always asks the cloud
+    edged.send(question)
+    cloud.wait_up(is_op("query", "default/node/edge-1"))
+    # The cloud never answers; it goes away. The asker must not sit out the 5 s timeout.
+    started = time.monotonic()
+    cloud_broker.stop()
+    reply = edge.wait_for(EDGED, reply_to(question["header"]["msg_id"]), timeout=10)
+    assert time.monotonic() - started < STATE_TIMEOUT - 1
+    assert (reply["route"]["operation"], reply["content"]) == ("response", [node])
