@@ -170,11 +170,13 @@ class Service:
             self._publish(pending)
 
     def _process(self, batch: list[Received]) -> None:
+        link = self.ops.link  # a rolled-back state change must not stick in memory alone
         try:
             with self.store.atomic():
                 done = [self._apply(r) for r in batch]
                 self._remove_acked_outbox()
         except StoreError as exc:
+            self.ops.link = link
             if len(batch) > 1:
                 # One bad apple must not hold up the rest: retry each in its own transaction.
                 for received in batch:

@@ -1,0 +1,83 @@
+"""The service's handling of the bridge state topic, without a broker."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import peewee as pw
+import pytest
+
+from mqtt_metamanager import config
+from mqtt_metamanager.envelope import Resource
+from mqtt_metamanager.routing import Outgoing
+from mqtt_metamanager.service import Service
+from mqtt_metamanager.transport import Received
+
+BRIDGE_STATE = "kubeedge/edgehub/bridge"
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[tuple[Service, list[Outgoing]]]:
+    cfg = config.from_mapping(
+        {
+            "database": {"path": str(tmp_path / "meta.db")},
+            "cloud": {"bridge_state_topic": BRIDGE_STATE},
+        },
+        environ={},
+    )
+    svc = Service(cfg)
+    published: list[Outgoing] = []
+
+    def publish(out: Outgoing, _qos: int) -> int:
+        published.append(out)
+        return len(published)
+
+    svc.transport.publish = publish  # type: ignore[method-assign]
+    svc.transport.ack = lambda *_a, **_k: None  # type: ignore[method-assign]
+    with svc.store.atomic():
+        svc.store.put(Resource("ns1", "pod", "p1"), {"metadata": {"name": "p1"}})
+        svc.store.put(Resource("ns1", "podstatus", "p1"), {"metadata": {"name": "p1"}})
+    yield svc, published
+    svc.store.close()
+
+
+def bridge_state(payload: bytes, mid: int) -> Received:
+    return Received(BRIDGE_STATE, payload, mid, 1, None, None)
+
+
+def test_a_bridge_state_whose_commit_failed_takes_effect_on_the_retry(
+    service: tuple[Service, list[Outgoing]],
+) -> None:
+    # Caught a bug: the link flipped in memory inside the transaction that rolled back, so
+    # the retry saw "unchanged" and neither published the state nor ran the reconnect sync.
+    svc, published = service
+    real_outbox_add = svc.store.outbox_add
+    failures = [pw.OperationalError("disk I/O error")]
+
+    def outbox_add(publishes: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return real_outbox_add(publishes)
+
+    svc.store.outbox_add = outbox_add  # type: ignore[method-assign]
+    received = bridge_state(b"1", 1)
+    svc._process([received])
+    assert published == []
+    assert not svc.ops.link.connected
+    svc._process([received])  # what the retry timer does
+    assert svc.ops.link.connected
+    topics = [out.topic for out in published]
+    assert topics.count("kubeedge/metamanager/connection") == 1
+    assert topics.count("kubeedge/edgehub/in") == 1  # the pod-status sync for ns1
+
+
+@pytest.mark.parametrize(("payload", "connected"), [(b"1", True), (b"0", False), (b"", False)])
+def test_bridge_payloads(
+    service: tuple[Service, list[Outgoing]], payload: bytes, connected: bool
+) -> None:
+    svc, _published = service
+    svc.ops.link = type(svc.ops.link)(not connected, 0)
+    svc._process([bridge_state(payload, 1)])
+    assert svc.ops.link.connected is connected
