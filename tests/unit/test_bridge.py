@@ -245,3 +245,13 @@ def test_command_without_cloud_is_a_usage_error(no_config: Path) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["bridge-config", "--node", "n1"])
     assert exc.value.code == 2
+
+
+def test_the_edge_broker_config_includes_conf_d_last_and_compose_mounts_it() -> None:
+    # Mosquitto refuses to start when an include_dir is missing, and options after a
+    # bridge's `connection` line would belong to the bridge: last, and always present.
+    conf = lines((REPO / "mosquitto" / "mosquitto.conf").read_text())
+    assert conf[-1] == "include_dir /mosquitto/config/conf.d"
+    assert (REPO / "mosquitto" / "conf.d").is_dir()
+    compose = (REPO / "docker-compose.yml").read_text()
+    assert "./mosquitto/conf.d:/mosquitto/config/conf.d:ro" in compose
