@@ -97,7 +97,10 @@ class Service:
             self.config.mqtt.host,
             self.config.mqtt.port,
         )
-        self.transport.start()
+        if not self.transport.start(cancel=self._stop):
+            log.info("stopped before the broker was reachable")
+            self.store.close()
+            return
         self.timers.call_later(self.config.meta.sync.podstatus.interval, self._periodic_sync)
         self.timers.call_later(PRUNE_INTERVAL, self._prune)
         if self.config.metrics.interval:
@@ -184,10 +187,11 @@ class Service:
                 return
             self._store_failed(batch[0], exc)
             return
+        self._outbox_removals_committed()
         for received, entries, result in done:
             self._publish(entries)
             self._arm(result)
-            self.transport.ack(received.mid, received.qos)
+            self.transport.ack(received)
             self._failures.pop(received.mid, None)
 
     def _apply(self, received: Received) -> tuple[Received, list[OutboxEntry], Result]:
@@ -253,9 +257,14 @@ class Service:
             self._inflight[self.transport.publish(entry.publish, self.config.mqtt.qos)] = entry.id
 
     def _remove_acked_outbox(self) -> None:
+        # Called inside a transaction: the list is cleared only once that commits
+        # (``_outbox_removals_committed``), so a rollback does not forget acked rows
+        # (they would be sent again, as duplicates, after the next restart).
         if self._acked_outbox:
             self.store.outbox_remove(self._acked_outbox)
-            self._acked_outbox = []
+
+    def _outbox_removals_committed(self) -> None:
+        self._acked_outbox = []
 
     def _flush_outbox_removals(self) -> None:
         try:
@@ -263,6 +272,8 @@ class Service:
                 self._remove_acked_outbox()
         except StoreError as exc:
             log.error("outbox cleanup failed, will retry: %s", exc)
+        else:
+            self._outbox_removals_committed()
 
     # -- timers ------------------------------------------------------------------------------
 
@@ -283,6 +294,7 @@ class Service:
         except StoreError as exc:
             log.error("internal work failed: %s", exc)
             return
+        self._outbox_removals_committed()
         if result.outcome not in ("sync-skipped", "timer-stale"):
             log.info("internal outcome=%s publishes=%d", result.outcome, len(entries))
         self._publish(entries)

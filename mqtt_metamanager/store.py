@@ -162,7 +162,12 @@ class Store:
             with self.db.atomic():
                 yield
         except (pw.OperationalError, pw.DatabaseError) as exc:
-            raise StoreError(str(exc)) from exc
+            # On SQLITE_FULL/IOERR SQLite rolls back by itself; peewee's own rollback then
+            # fails with "no transaction is active" and would hide the cause.
+            cause: BaseException | None = exc
+            while cause is not None and "no transaction is active" in str(cause):
+                cause = cause.__context__
+            raise StoreError(str(cause or exc)) from exc
 
     # -- objects ------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import logging
 import queue
 import socket
 import ssl
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +50,8 @@ class Received:
     qos: int
     response_topic: str | None
     correlation: bytes | None
+    # Which connection it came on: a packet id means nothing on the next one.
+    connection: int = 0
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,7 @@ class Transport:
         self.events = events
         self.subscriptions = list(subscriptions)
         self.status_topic = status_topic
+        self._connection = 0  # bumped on every connect and disconnect (network thread)
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=config.client_id,
@@ -125,14 +129,26 @@ class Transport:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def start(self, attempts: int = 0) -> None:
-        """Connect (retrying with backoff; ``attempts`` 0 = forever), then run paho's thread."""
+    def start(self, attempts: int = 0, cancel: threading.Event | None = None) -> bool:
+        """Connect (retrying with backoff; ``attempts`` 0 = forever), then run paho's thread.
+
+        Returns False, without connecting, when ``cancel`` is set while the broker is away
+        (a SIGTERM must not wait for a broker that never comes).
+        """
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = self.config.session_expiry
+        cancel = cancel or threading.Event()
+        stop: tenacity.stop.stop_base = tenacity.stop_when_event_set(cancel)
+        if attempts:
+            stop = stop | tenacity.stop_after_attempt(attempts)
+
+        def interruptible_sleep(seconds: float) -> None:
+            cancel.wait(seconds)
 
         @tenacity.retry(
             wait=tenacity.wait_exponential(multiplier=0.2, max=10),
-            stop=tenacity.stop_after_attempt(attempts) if attempts else tenacity.stop_never,
+            stop=stop,
+            sleep=interruptible_sleep,
             retry=tenacity.retry_if_exception_type(OSError),
             before_sleep=lambda state: log.warning(
                 "broker %s:%d unreachable (%s), retrying",
@@ -151,8 +167,14 @@ class Transport:
                 properties=props,
             )
 
-        connect()
+        try:
+            connect()
+        except OSError:
+            if cancel.is_set():
+                return False
+            raise
         self.client.loop_start()
+        return True
 
     def stop(self) -> None:
         """Publish ``offline`` (the will only fires on an unclean loss) and disconnect."""
@@ -174,9 +196,16 @@ class Transport:
         )
         return int(info.mid)
 
-    def ack(self, mid: int, qos: int) -> None:
-        if qos > 0:
-            self.client.ack(mid, qos)
+    def ack(self, received: Received) -> None:
+        """Acknowledge an input, unless it came on an earlier connection.
+
+        Packet ids are per connection: after a reconnect the same id may name another,
+        unprocessed message. A stale input is left unacked; with a session the broker
+        sends it again (the msg_id de-duplication answers it), without one it is gone
+        from the broker anyway.
+        """
+        if received.qos > 0 and received.connection == self._connection:
+            self.client.ack(received.mid, received.qos)
 
     # -- paho callbacks (network thread) -----------------------------------------------------
 
@@ -184,6 +213,7 @@ class Transport:
         if reason.is_failure:
             log.error("broker refused connection: %s", reason)
             return
+        self._connection += 1
         client.subscribe([(topic, self.config.qos) for topic in self.subscriptions])
         client.publish(self.status_topic, ONLINE, qos=1, retain=True)
         log.info(
@@ -195,6 +225,7 @@ class Transport:
         self.events.put(Connected(bool(flags.session_present)))
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        self._connection += 1
         log.warning("disconnected from broker: %s", reason)
         self.events.put(Disconnected(str(reason)))
 
@@ -203,7 +234,15 @@ class Transport:
         response_topic = getattr(props, "ResponseTopic", None) if props else None
         correlation = getattr(props, "CorrelationData", None) if props else None
         self.events.put(
-            Received(msg.topic, bytes(msg.payload), msg.mid, msg.qos, response_topic, correlation)
+            Received(
+                msg.topic,
+                bytes(msg.payload),
+                msg.mid,
+                msg.qos,
+                response_topic,
+                correlation,
+                self._connection,
+            )
         )
 
     def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, _r: Any, _p: Any) -> None:

@@ -1,0 +1,142 @@
+"""Reliability fixes in the loop and the transport that need no broker to show.
+
+Each test names the failure it guards against; the fault tier (tests/fault) shows the
+same guarantees end to end.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import peewee as pw
+import pytest
+
+from mqtt_metamanager import config as config_mod
+from mqtt_metamanager.service import Service
+from mqtt_metamanager.store import Store, StoreError
+from mqtt_metamanager.transport import Event, Published, Received, Transport
+
+
+def _config(tmp_path: Path) -> config_mod.Config:
+    return config_mod.from_mapping(
+        {"database": {"path": str(tmp_path / "meta.db")}, "mqtt": {"port": 1}}, environ={}
+    )
+
+
+def _transport(tmp_path: Path) -> Transport:
+    events: queue.SimpleQueue[Event] = queue.SimpleQueue()
+    cfg = _config(tmp_path)
+    return Transport(cfg.mqtt, events, subscriptions=["t"], status_topic="s")
+
+
+def _connect(t: Transport, client: Any) -> None:
+    t._on_connect(client, None, mock.Mock(session_present=False), mock.Mock(is_failure=False), None)
+
+
+def _message(t: Transport, mid: int) -> Received:
+    msg = mock.Mock(topic="t", payload=b"{}", mid=mid, qos=1, properties=None)
+    t._on_message(t.client, None, msg)
+    while True:
+        event = t.events.get_nowait()
+        if isinstance(event, Received):
+            return event
+
+
+def test_an_input_from_an_earlier_connection_is_not_acked(tmp_path: Path) -> None:
+    # Packet ids are per connection: acking id 7 after a reconnect would acknowledge
+    # whatever new message the broker numbered 7, before it was processed.
+    t = _transport(tmp_path)
+    client = mock.Mock()
+    t.client = client
+    _connect(t, client)
+    before = _message(t, 7)
+    t._on_disconnect(client, None, None, "gone", None)
+    _connect(t, client)
+    after = _message(t, 8)
+    t.ack(before)
+    t.ack(after)
+    client.ack.assert_called_once_with(8, 1)
+
+
+def test_first_connect_gives_up_when_cancelled(tmp_path: Path) -> None:
+    # SIGTERM while the broker was down at start used to wait forever.
+    t = _transport(tmp_path)
+    cancel = threading.Event()
+    calls = []
+
+    def refuse(*_a: Any, **_k: Any) -> None:
+        calls.append(1)
+        if len(calls) == 3:
+            cancel.set()
+        raise ConnectionRefusedError("down")
+
+    with mock.patch.object(t.client, "connect", side_effect=refuse):
+        assert t.start(cancel=cancel) is False
+    assert len(calls) == 3
+
+
+def test_store_error_names_the_cause_not_the_failed_rollback(tmp_path: Path) -> None:
+    # On SQLITE_FULL SQLite rolls back by itself; peewee's rollback then raised
+    # "cannot rollback - no transaction is active", and that was all the log said.
+    store = Store(str(tmp_path / "meta.db"))
+    with (
+        mock.patch.object(
+            store.db,
+            "rollback",
+            side_effect=pw.OperationalError("cannot rollback - no transaction is active"),
+        ),
+        pytest.raises(StoreError, match="disk is full"),
+        store.atomic(),
+    ):
+        raise pw.OperationalError("database or disk is full")
+    store.close()
+
+
+def test_acked_outbox_rows_are_not_forgotten_when_the_transaction_fails(
+    tmp_path: Path,
+) -> None:
+    # The list of acknowledged rows was cleared inside the transaction: when it rolled
+    # back, those rows stayed in the table and were sent again after the next restart.
+    service = Service(_config(tmp_path))
+    with service.store.atomic():
+        entries = service.store.outbox_add(
+            [mock.Mock(topic="a", payload=b"1", correlation=None, retain=False)]
+        )
+    service._inflight[41] = entries[0].id
+    service.events.put(Published(41))
+    received = Received("kubeedge/metamanager/in", _insert(), 5, 1, None, None, 1)
+    service.events.put(received)
+    with (
+        mock.patch.object(service.transport, "publish", return_value=1),
+        mock.patch.object(service.transport, "ack") as ack,
+        mock.patch.object(
+            service.ops, "handle", side_effect=pw.OperationalError("database or disk is full")
+        ),
+    ):
+        service.step(0.1)
+        ack.assert_not_called()
+    assert service._acked_outbox == [entries[0].id]
+    with (
+        mock.patch.object(service.transport, "publish", return_value=2),
+        mock.patch.object(service.transport, "ack") as ack,
+    ):
+        service._process([received])
+        ack.assert_called_once_with(received)
+    assert entries[0].id not in [e.id for e in service.store.outbox_pending()]
+    assert service._acked_outbox == []
+    service.store.close()
+
+
+def _insert() -> bytes:
+    return json.dumps(
+        {
+            "header": {"msg_id": "m-1"},
+            "route": {"source": "edgecontroller", "operation": "insert", "resource": "a/pod/b"},
+            "content": {"x": 1},
+        }
+    ).encode()
