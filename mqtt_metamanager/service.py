@@ -14,7 +14,7 @@ import queue
 import signal
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from types import FrameType
 
@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 IDLE_WAKE = 1.0
 PRUNE_INTERVAL = 60.0
 DRAIN_TIMEOUT = 5.0
+# Backpressure: while this many publishes await the broker's PUBACK, new inputs wait in
+# memory, unacknowledged. Bounds what a crash sends twice (outbox rows not yet acked).
+MAX_UNACKED_PUBLISHES = 512
 STORE_RETRY = tenacity.wait_exponential(multiplier=0.5, max=30)
 
 
@@ -70,6 +73,7 @@ class Service:
         self.counters: Counter[str] = Counter()
         self._inflight: dict[int, int] = {}  # paho mid -> outbox row id
         self._acked_outbox: list[int] = []
+        self._held: deque[Received] = deque()  # inputs received, not yet taken
         self._failures: dict[int, int] = {}  # input mid -> store failures so far
         self._stop = threading.Event()
         self._started_outbox = False
@@ -136,16 +140,19 @@ class Service:
         self.timers.run_due()
 
     def _collect(self, timeout: float, *, handle_inputs: bool) -> list[Received]:
-        """Wait for one event, then take what else is queued, up to one batch of inputs."""
-        batch: list[Received] = []
+        """Wait for one event, then take what else is queued; return up to one batch of
+        inputs, none while the broker is behind on acknowledging our publishes."""
+        batch_max = self.config.database.batch_max
+        if handle_inputs and self._held and not self._backpressured():
+            timeout = 0
         try:
             event: Event | None = self.events.get(timeout=timeout)
         except queue.Empty:
-            return batch
+            event = None
         while event is not None:
             if isinstance(event, Received):
                 if handle_inputs:
-                    batch.append(event)
+                    self._held.append(event)
             elif isinstance(event, Published):
                 row = self._inflight.pop(event.mid, None)
                 if row is not None:
@@ -154,13 +161,18 @@ class Service:
                 self._on_connected()
             elif isinstance(event, Disconnected):
                 self.counters["disconnects"] += 1
-            if len(batch) >= self.config.database.batch_max:
+            if len(self._held) >= batch_max and not self._backpressured():
                 break
             try:
                 event = self.events.get_nowait()
             except queue.Empty:
                 event = None
-        return batch
+        if not handle_inputs or self._backpressured():
+            return []
+        return [self._held.popleft() for _ in range(min(batch_max, len(self._held)))]
+
+    def _backpressured(self) -> bool:
+        return len(self._inflight) >= MAX_UNACKED_PUBLISHES
 
     def _on_connected(self) -> None:
         # Our view of the cloud link replaces whatever an earlier run left retained.

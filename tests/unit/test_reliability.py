@@ -140,3 +140,21 @@ def _insert() -> bytes:
             "content": {"x": 1},
         }
     ).encode()
+
+
+def test_inputs_wait_while_the_broker_is_behind_on_our_publishes(tmp_path: Path) -> None:
+    # Without backpressure the loop committed inputs far faster than paho could publish;
+    # a kill -9 then re-sent thousands of outbox rows (duplicates) instead of a few hundred.
+    from mqtt_metamanager.service import MAX_UNACKED_PUBLISHES
+
+    service = Service(_config(tmp_path))
+    service._inflight = {mid: mid for mid in range(1, MAX_UNACKED_PUBLISHES + 1)}
+    for mid in range(3):
+        service.events.put(Received("kubeedge/metamanager/in", _insert(), mid, 1, None, None, 1))
+    assert service._collect(0.1, handle_inputs=True) == []
+    assert len(service._held) == 3
+    service.events.put(Published(1))
+    batch = service._collect(0.1, handle_inputs=True)
+    assert [r.mid for r in batch] == [0, 1, 2]
+    assert service._acked_outbox == [1]
+    service.store.close()
