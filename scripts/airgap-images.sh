@@ -88,10 +88,10 @@ cleanup() {
 trap cleanup EXIT
 
 # --- one minbase debootstrap, cached as a tarball ---------------------------------------
-BASE_TAR="$CACHE/$SUITE-minbase-$RECIPE.tar"
+# Keyed by mirror and suite only: the images' own steps upgrade it to the latest packages.
+BASE_TAR="$CACHE/$SUITE-minbase-$(echo "$MIRROR $SUITE" | sha256sum | cut -c1-12).tar"
 if [ ! -s "$BASE_TAR" ]; then
   log "debootstrap $SUITE (minbase) from $MIRROR"
-  rm -f "$CACHE/$SUITE"-minbase-*.tar
   debootstrap --variant=minbase "$SUITE" "$WORK/base" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 \
     || { tail -20 "$WORK/debootstrap.log" >&2; die "debootstrap failed"; }
   # Sources for apt inside the chroot: the release, its updates and its security fixes.
@@ -138,6 +138,7 @@ make_rootfs() {
   # shellcheck disable=SC2086 # the package list is meant to split
   {
     run_in "$root" apt-get update -qq &&
+      run_in "$root" apt-get upgrade -y -qq &&
       run_in "$root" apt-get install -y -qq --no-install-recommends $packages &&
       run_in "$root" apt-get clean &&
       install_site_cas "$root"
@@ -158,7 +159,12 @@ import_rootfs() {
     "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" "ENV LANG=C.UTF-8"; do
     changes+=(--change "$change")
   done
+  local previous
+  previous=$(docker image inspect -f '{{.Id}}' "$image" 2>/dev/null || true)
   tar -C "$WORK/$name" --numeric-owner -c . | docker import "${changes[@]}" - "$image" >/dev/null
+  if [ -n "$previous" ] && [ "$previous" != "$(docker image inspect -f '{{.Id}}' "$image")" ]; then
+    docker image rm "$previous" >/dev/null 2>&1 || true   # still used by a container: keep it
+  fi
   log "imported $image ($(docker image inspect -f '{{.Size}}' "$image" | awk '{printf "%.0f MB", $1/1e6}'))"
 }
 
@@ -178,7 +184,9 @@ else
   log "building $MOSQUITTO_IMAGE ($MOSQUITTO_PACKAGES)"
   make_rootfs mosquitto "$MOSQUITTO_PACKAGES"
   root="$WORK/mosquitto"
-  mkdir -p "$root/mosquitto/config" "$root/mosquitto/data" "$root/mosquitto/log"
+  # conf.d: the project's mosquitto.conf ends with include_dir /mosquitto/config/conf.d,
+  # which mosquitto refuses when missing; compose mounts ./mosquitto/conf.d over it.
+  mkdir -p "$root/mosquitto/config/conf.d" "$root/mosquitto/data" "$root/mosquitto/log"
   # A default config so the image runs bare; compose and the tests mount the project's own.
   cat >"$root/mosquitto/config/mosquitto.conf" <<'EOF'
 # Default for the air-gapped Mosquitto image: one listener, persistence, log to stdout.
