@@ -7,10 +7,12 @@ transaction and writes the publishes to the outbox in that same transaction.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -213,6 +215,17 @@ class Operations:
         if remember:
             self.store.mark_applied(msg.msg_id, result.replies)
         return result
+
+    @contextmanager
+    def undo_on_error(self) -> Iterator[None]:
+        """Wrap a store transaction: if it rolls back, so does the in-memory state (the cloud
+        link and the remote queries in flight), or a retry would see a change as done."""
+        saved = copy.deepcopy((self.link, self._pending))
+        try:
+            yield
+        except BaseException:
+            self.link, self._pending = saved
+            raise
 
     def reject(self, inbound: Inbound, reason: str, text: str) -> Result:
         """An input that failed validation but whose sender can be told (error 400)."""

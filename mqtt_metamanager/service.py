@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 IDLE_WAKE = 1.0
 PRUNE_INTERVAL = 60.0
 DRAIN_TIMEOUT = 5.0
+INTERNAL_RETRY = 2.0
 # Backpressure: while this many publishes await the broker's PUBACK, new inputs wait in
 # memory, unacknowledged. Bounds what a crash sends twice (outbox rows not yet acked).
 MAX_UNACKED_PUBLISHES = 512
@@ -185,13 +186,11 @@ class Service:
             self._publish(pending)
 
     def _process(self, batch: list[Received]) -> None:
-        link = self.ops.link  # a rolled-back state change must not stick in memory alone
         try:
-            with self.store.atomic():
+            with self.ops.undo_on_error(), self.store.atomic():
                 done = [self._apply(r) for r in batch]
                 self._remove_acked_outbox()
         except StoreError as exc:
-            self.ops.link = link
             if len(batch) > 1:
                 # One bad apple must not hold up the rest: retry each in its own transaction.
                 for received in batch:
@@ -296,15 +295,18 @@ class Service:
     def _timer_fired(self, key: str) -> None:
         self._internal(functools.partial(self.ops.timer_fired, key))
 
-    def _internal(self, work: Callable[[], Result]) -> None:
-        """Run work that is not an input (timers, syncs) with its publishes in the outbox."""
+    def _internal(self, work: Callable[[], Result], *, retry: bool = True) -> None:
+        """Run work that is not an input (timers, syncs) with its publishes in the outbox.
+        If the store fails, the work is rolled back whole and tried again later."""
         try:
-            with self.store.atomic():
+            with self.ops.undo_on_error(), self.store.atomic():
                 result = work()
                 entries = self.store.outbox_add(result.publishes)
                 self._remove_acked_outbox()
         except StoreError as exc:
-            log.error("internal work failed: %s", exc)
+            log.error("internal work failed%s: %s", ", will retry" if retry else "", exc)
+            if retry:
+                self.timers.call_later(INTERNAL_RETRY, functools.partial(self._internal, work))
             return
         self._outbox_removals_committed()
         if result.outcome not in ("sync-skipped", "timer-stale"):
@@ -313,7 +315,7 @@ class Service:
         self._arm(result)
 
     def _periodic_sync(self) -> None:
-        self._internal(self.ops.podstatus_sync)
+        self._internal(self.ops.podstatus_sync, retry=False)  # the next interval retries
         self.timers.call_later(self.config.meta.sync.podstatus.interval, self._periodic_sync)
 
     def _prune(self) -> None:

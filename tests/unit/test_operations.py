@@ -462,3 +462,14 @@ def test_unknown_operation_is_400_unsupported(ops: Operations) -> None:
     assert reply["route"]["operation"] == "error"
     assert reply["content"]["code"] == 400
     assert reply["content"]["reason"] == "unsupported_operation"
+
+
+def test_a_rolled_back_transaction_rolls_back_link_and_remote_queries(ops: Operations) -> None:
+    connect(ops)
+    with pytest.raises(RuntimeError), ops.undo_on_error(), ops.store.atomic():
+        ops.handle(Inbound(msg("query", "default/node/n", source="edged", msg_id="q")))
+        ops.set_cloud_link(False)
+        assert not ops.link.connected
+        raise RuntimeError("the commit failed")
+    assert ops.link.connected
+    assert ops.pending_queries == 0
