@@ -69,8 +69,26 @@ def _sender_of_oversized(payload: bytes) -> Any:
         return None
 
 
+MAX_TOPIC_BYTES = 65535
+
+
+def _publishable(topic: str) -> bool:
+    """A topic one may publish to (MQTT 5 §4.7): no wildcards, no NUL, fits the length."""
+    return (
+        bool(topic)
+        and not any(c in topic for c in "+#\x00")
+        and len(topic.encode("utf-8", "surrogatepass")) <= MAX_TOPIC_BYTES
+    )
+
+
 def accept(payload: bytes, reply_to: ReplyTo, max_payload: int) -> Inbound | Rejected:
     """Validate one input; nothing downstream checks it again."""
+    if reply_to.response_topic and not _publishable(reply_to.response_topic):
+        # Publishing the reply there would fail (paho raises) after the commit, and again
+        # from the outbox on every start. Tell the sender by its route source, if any.
+        text = "the Response Topic is not a topic one can publish to"
+        readable = _sender_of_oversized(payload) if len(payload) <= max_payload else None
+        return Rejected("bad_response_topic", text, _stand_in(readable, ReplyTo()))
     if len(payload) > max_payload:
         text = f"payload of {len(payload)} bytes is over {max_payload}"
         return Rejected("too_large", text, _stand_in(_sender_of_oversized(payload), reply_to))

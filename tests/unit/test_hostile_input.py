@@ -239,7 +239,9 @@ reply_tos = st.one_of(
     st.just(ReplyTo()),
     st.builds(
         ReplyTo,
-        st.sampled_from(["tools/reply", "kubeedge/cli/reply/1", "a/b/c"]),
+        st.sampled_from(
+            ["tools/reply", "kubeedge/cli/reply/1", "a/b/c", "a/+/b", "#", "a/\x00", "x" * 70000]
+        ),
         st.one_of(st.none(), st.binary(max_size=16)),
     ),
 )
@@ -410,3 +412,17 @@ def test_superscript_resource_version_does_not_crash(harness: Harness) -> None:
     outcome = harness.feed(_encode(_envelope("sup", "update", "default/pod/web", rv)))
     assert outcome.rejected is None and outcome.result.outcome == "stored"
     harness.feed(_encode(_envelope("sup-back", "insert", "default/pod/web", {"metadata": {}})))
+
+
+@pytest.mark.parametrize("topic", ["reply/+/x", "reply/#", "a\x00b", "t" * 65536])
+def test_response_topic_one_cannot_publish_to_is_refused(harness: Harness, topic: str) -> None:
+    # Found with the real broker: mosquitto passes a Response Topic with a wildcard, paho
+    # raised on the reply after the commit, and the outbox row crashed every later start.
+    before = harness.snapshot()
+    request = _envelope("rt-bad", "insert", "default/pod/rt", {"n": 1})
+    outcome = harness.feed(_encode(request), ReplyTo(topic, b"c"))
+    assert outcome.rejected is not None and outcome.rejected.reason == "bad_response_topic"
+    assert_clean_rejection(outcome)
+    assert_well_formed(outcome)
+    assert [p.topic for p in outcome.publishes] == [TOPICS.cloud]
+    assert harness.snapshot() == before
