@@ -265,7 +265,16 @@ class Service:
 
     def _publish(self, entries: list[OutboxEntry]) -> None:
         for entry in entries:
-            self._inflight[self.transport.publish(entry.publish, self.config.mqtt.qos)] = entry.id
+            try:
+                mid = self.transport.publish(entry.publish, self.config.mqtt.qos)
+            except ValueError as exc:
+                # paho refuses it (topic, size) and always will: kept, the row would crash
+                # this loop again on every start. Dropped with the reason in the log.
+                log.error("outbox row %d can never be sent, dropped: %s", entry.id, exc)
+                self.counters["unpublishable"] += 1
+                self._acked_outbox.append(entry.id)
+                continue
+            self._inflight[mid] = entry.id
 
     def _remove_acked_outbox(self) -> None:
         # Called inside a transaction: the list is cleared only once that commits
