@@ -28,6 +28,20 @@ from .routing import Outgoing
 
 SCHEMA_VERSION = 1
 
+# The per-message statements, written once: building them through peewee's query builder
+# for every row was most of the service's CPU under load (docs/performance.md).
+_GET_OBJECT = (
+    "SELECT key, type, namespace, name, value, resource_version, updated_at FROM meta WHERE key = ?"
+)
+_PUT_OBJECT = (
+    "INSERT OR REPLACE INTO meta"
+    " (key, type, namespace, name, value, resource_version, updated_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_GET_APPLIED = "SELECT replies FROM applied WHERE msg_id = ?"
+_PUT_APPLIED = "INSERT OR REPLACE INTO applied (msg_id, replies, applied_at) VALUES (?, ?, ?)"
+_ADD_OUTBOX = "INSERT INTO outbox (topic, payload, correlation, retain) VALUES (?, ?, ?, ?)"
+
 
 class StoreError(RuntimeError):
     """The store cannot take a write now (disk full, read-only, locked)."""
@@ -183,19 +197,27 @@ class Store:
         )
 
     def get(self, key: str) -> StoredObject | None:
-        row = self.m.Meta.get_or_none(self.m.Meta.key == key)
-        return None if row is None else self._row_to_object(row)
+        row = self.db.execute_sql(_GET_OBJECT, (key,)).fetchone()
+        if row is None:
+            return None
+        key, type_, namespace, name, value, resource_version, updated_at = row
+        return StoredObject(
+            key, type_, namespace, name, json.loads(value), resource_version, updated_at
+        )
 
     def put(self, resource: Resource, value: Any) -> None:
-        self.m.Meta.replace(
-            key=resource.key,
-            type=resource.type,
-            namespace=resource.namespace,
-            name=resource.name or "",
-            value=json.dumps(value, separators=(",", ":")),
-            resource_version=_resource_version(value),
-            updated_at=time.time(),
-        ).execute()
+        self.db.execute_sql(
+            _PUT_OBJECT,
+            (
+                resource.key,
+                resource.type,
+                resource.namespace,
+                resource.name or "",
+                json.dumps(value, separators=(",", ":")),
+                _resource_version(value),
+                time.time(),
+            ),
+        )
 
     def delete(self, key: str) -> bool:
         return bool(self.m.Meta.delete().where(self.m.Meta.key == key).execute())
@@ -215,17 +237,14 @@ class Store:
 
     def applied_replies(self, msg_id: str) -> list[Outgoing] | None:
         """The replies sent for ``msg_id`` if it was applied already, else None."""
-        row = self.m.Applied.get_or_none(self.m.Applied.msg_id == msg_id)
+        row = self.db.execute_sql(_GET_APPLIED, (msg_id,)).fetchone()
         if row is None:
             return None
-        return [_publish_from_json(d) for d in json.loads(row.replies)]
+        return [_publish_from_json(d) for d in json.loads(row[0])]
 
     def mark_applied(self, msg_id: str, replies: Iterable[Outgoing]) -> None:
-        self.m.Applied.replace(
-            msg_id=msg_id,
-            replies=json.dumps([_publish_to_json(p) for p in replies]),
-            applied_at=time.time(),
-        ).execute()
+        replies_json = json.dumps([_publish_to_json(p) for p in replies])
+        self.db.execute_sql(_PUT_APPLIED, (msg_id, replies_json, time.time()))
 
     def prune_applied(self, keep: int) -> int:
         """Forget all but the ``keep`` newest msg_ids; returns how many were dropped."""
@@ -241,10 +260,10 @@ class Store:
     def outbox_add(self, publishes: Iterable[Outgoing]) -> list[OutboxEntry]:
         entries = []
         for p in publishes:
-            row_id = self.m.Outbox.insert(
-                topic=p.topic, payload=p.payload, correlation=p.correlation, retain=p.retain
-            ).execute()
-            entries.append(OutboxEntry(int(row_id), p))
+            cursor = self.db.execute_sql(
+                _ADD_OUTBOX, (p.topic, p.payload, p.correlation, int(p.retain))
+            )
+            entries.append(OutboxEntry(int(cursor.lastrowid), p))
         return entries
 
     def outbox_pending(self) -> list[OutboxEntry]:
