@@ -22,8 +22,8 @@ def broker(tmp_path: Path, mosquitto_image: str) -> Iterator[LoopbackMosquitto]:
     conf_d = tmp_path / "conf.d"
     conf_d.mkdir()
     container.with_volume_mapping(conf_d, "/mosquitto/config/conf.d")
-    container.start(configfile=str(ROOT / "mosquitto" / "mosquitto.conf"))
     try:
+        container.start(configfile=str(ROOT / "mosquitto" / "mosquitto.conf"))
         yield container
     finally:
         container.stop()
