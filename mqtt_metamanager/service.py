@@ -32,6 +32,7 @@ from .transport import Connected, Disconnected, Event, Published, Received, Tran
 log = logging.getLogger(__name__)
 
 IDLE_WAKE = 1.0
+UNLOGGED = 0  # the OutboxEntry id of a publish that needs no outbox row (see ``_owed``)
 PRUNE_INTERVAL = 60.0
 DRAIN_TIMEOUT = 5.0
 INTERNAL_RETRY = 2.0
@@ -156,7 +157,7 @@ class Service:
                     self._held.append(event)
             elif isinstance(event, Published):
                 row = self._inflight.pop(event.mid, None)
-                if row is not None:
+                if row:  # None: not ours; UNLOGGED: no row to remove
                     self._acked_outbox.append(row)
             elif isinstance(event, Connected):
                 self._on_connected()
@@ -206,6 +207,7 @@ class Service:
             self._failures.pop(received.mid, None)
 
     def _apply(self, received: Received) -> tuple[Received, list[OutboxEntry], Result]:
+        changes = self.store.changes()
         reply_to = ReplyTo(received.response_topic, received.correlation)
         bridge_topic = self.config.cloud.bridge_state_topic
         if bridge_topic and received.topic == bridge_topic:
@@ -230,7 +232,16 @@ class Service:
             self.counters[result.outcome.split(" ")[0] or "handled"] += 1
             msg = accepted.message
             self._log(msg.msg_id, msg.route.resource, msg.operation, result)
-        return received, self.store.outbox_add(result.publishes), result
+        return received, self._owed(result, changes), result
+
+    def _owed(self, result: Result, changes_before: int) -> list[OutboxEntry]:
+        """The outbox rows for what ``result`` publishes. An input that changed nothing and
+        only answers (a local query, a redelivered duplicate, a 400) needs none: it is acked
+        after its reply is published, so if that never happens the broker gives it again and
+        it is answered again. No row means no write, so a batch of those needs no fsync."""
+        if not result.forwards and not result.timers and self.store.changes() == changes_before:
+            return [OutboxEntry(UNLOGGED, p) for p in result.replies]
+        return self.store.outbox_add(result.publishes)
 
     def _log(self, msg_id: str, resource: str, operation: str, result: Result) -> None:
         log.info(
@@ -272,7 +283,8 @@ class Service:
                 # this loop again on every start. Dropped with the reason in the log.
                 log.error("outbox row %d can never be sent, dropped: %s", entry.id, exc)
                 self.counters["unpublishable"] += 1
-                self._acked_outbox.append(entry.id)
+                if entry.id != UNLOGGED:
+                    self._acked_outbox.append(entry.id)
                 continue
             self._inflight[mid] = entry.id
 

@@ -230,6 +230,10 @@ class Store:
             q = q.where(self.m.Meta.type == type_)
         return [self._row_to_object(row) for row in q]
 
+    def changes(self) -> int:
+        """Rows inserted, updated or deleted through this connection so far."""
+        return int(self.db.connection().total_changes)
+
     def count(self) -> int:
         return int(self.m.Meta.select().count())
 
