@@ -1,0 +1,69 @@
+"""Which publishes the service logs in the outbox, without a broker."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mqtt_metamanager import config
+from mqtt_metamanager.routing import Outgoing
+from mqtt_metamanager.service import Service
+from mqtt_metamanager.transport import Published, Received
+from tests.support import envelope
+
+IN = "kubeedge/metamanager/in"
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[tuple[Service, list[Outgoing]]]:
+    cfg = config.from_mapping({"database": {"path": str(tmp_path / "meta.db")}}, environ={})
+    svc = Service(cfg)
+    published: list[Outgoing] = []
+
+    def publish(out: Outgoing, _qos: int) -> int:
+        published.append(out)
+        return len(published)
+
+    svc.transport.publish = publish  # type: ignore[method-assign]
+    svc.transport.ack = lambda *_a, **_k: None  # type: ignore[method-assign]
+    yield svc, published
+    svc.store.close()
+
+
+def received(message: dict[str, object], mid: int, response_topic: str | None = None) -> Received:
+    return Received(IN, json.dumps(message).encode(), mid, 1, response_topic, b"c")
+
+
+def test_an_insert_logs_its_forward_and_reply_until_the_broker_acks_them(
+    service: tuple[Service, list[Outgoing]],
+) -> None:
+    svc, published = service
+    svc._process([received(envelope("insert", "ns/pod/a", {"metadata": {"name": "a"}}), 1)])
+    assert len(published) == 2
+    assert len(svc.store.outbox_pending()) == 2
+    for mid in (1, 2):
+        svc.events.put(Published(mid))
+    svc.step(0)
+    assert svc.store.outbox_pending() == []
+
+
+def test_a_local_query_is_answered_without_an_outbox_row_or_a_write(
+    service: tuple[Service, list[Outgoing]],
+) -> None:
+    svc, published = service
+    svc._process([received(envelope("insert", "ns/pod/a", {"metadata": {"name": "a"}}), 1)])
+    for mid in (1, 2):
+        svc.events.put(Published(mid))
+    svc.step(0)
+    before = svc.store.changes()
+    query = envelope("query", "ns/pod/a", source="edged")
+    svc._process([received(query, 3, response_topic="tool/reply")])
+    assert published[-1].topic == "tool/reply"
+    assert json.loads(published[-1].payload)["content"] == [{"metadata": {"name": "a"}}]
+    assert svc.store.outbox_pending() == []
+    svc.events.put(Published(3))
+    svc.step(0)
+    assert svc.store.changes() == before
