@@ -79,8 +79,9 @@ def docker_client() -> Iterator[Any]:
     try:
         client = docker.from_env(timeout=60)
         client.ping()
-    except docker.errors.DockerException as exc:
-        unavailable(f"no Docker engine answers ({str(exc).splitlines()[0][:120]})")
+    except docker.errors.DockerException:
+        where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        unavailable(f"no Docker engine answers at {where} (scripts/ci-docker.sh starts one)")
     yield client
     client.close()
 
