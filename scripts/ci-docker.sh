@@ -26,7 +26,7 @@ python3 -c "import venv, ensurepip" 2>/dev/null || missing+=(python3 python3-ven
 if [ ${#missing[@]} -gt 0 ]; then
   log "apt-get install ${missing[*]}"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+  DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1 apt-get install -y -qq --no-install-recommends \
     "${missing[@]}" ca-certificates iptables >/dev/null
 fi
 
