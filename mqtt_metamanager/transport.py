@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 ONLINE = b"online"
 OFFLINE = b"offline"
+# Inputs the broker may have given us unacked at once (MQTT v5 Receive Maximum; without
+# it the default is 65535 and a burst lands in this process's memory all at once).
+RECEIVE_MAXIMUM = 1000
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,7 @@ class Transport:
         """
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = self.config.session_expiry
+        props.ReceiveMaximum = RECEIVE_MAXIMUM
         cancel = cancel or threading.Event()
         stop: tenacity.stop.stop_base = tenacity.stop_when_event_set(cancel)
         if attempts:
