@@ -21,7 +21,7 @@ from .envelope import (
     parse_json,
     route_source_of,
 )
-from .operations import Inbound
+from .outcome import Inbound
 from .routing import ReplyTo
 
 DEADLETTER_PAYLOAD_MAX = 4096

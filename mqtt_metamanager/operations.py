@@ -8,36 +8,29 @@ transaction and writes the publishes to the outbox in that same transaction.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
-
-import tenacity
 
 from .envelope import BadMessage, Message, Resource, now_ms
 from .jsonmerge import merge_patch
-from .routing import EDGED, METAMANAGER, Outgoing, ReplyTo, Router
+from .outcome import CloudLink, Inbound, OperationError, Result, Timer
+from .remote_query import (
+    ALWAYS_REMOTE,
+    REMOTE_QUERYABLE,
+    PendingQueries,
+    PendingQuery,
+    RemoteQueryPolicy,
+)
+from .routing import EDGED, METAMANAGER, Outgoing, Router
 from .store import Store
+
+__all__ = ["Inbound", "OperationError", "Operations", "RemoteQueryPolicy", "Result", "Timer"]
 
 log = logging.getLogger(__name__)
 
-REMOTE_QUERYABLE = frozenset(
-    {
-        "configmap",
-        "secret",
-        "endpoints",
-        "persistentvolume",
-        "persistentvolumeclaim",
-        "volumeattachment",
-        "node",
-        "serviceaccounttoken",
-    }
-)
-ALWAYS_REMOTE = frozenset({"node", "volumeattachment"})
 MUTATING = frozenset({"insert", "update", "patch", "delete", "response"})
 CONNECT_OPS = frozenset({"connect", "publish"})
 CLOUD_CONNECTED = "cloud_connected"
@@ -45,86 +38,6 @@ CLOUD_DISCONNECTED = "cloud_disconnected"
 POD = "pod"
 PODSTATUS = "podstatus"
 OK = "OK"
-
-
-class OperationError(Exception):
-    """Ends an operation with an ``error`` reply."""
-
-    def __init__(self, code: int, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.reason = reason
-        self.message = message
-
-    def content(self) -> dict[str, Any]:
-        return {"code": self.code, "reason": self.reason, "message": self.message}
-
-
-@dataclass(frozen=True)
-class Inbound:
-    message: Message
-    reply_to: ReplyTo = field(default_factory=ReplyTo)
-
-
-@dataclass(frozen=True)
-class Timer:
-    """Call ``Operations.timer_fired(key)`` after ``delay`` seconds."""
-
-    delay: float
-    key: str
-
-
-@dataclass
-class Result:
-    """What one input owes: forwards and other publishes, replies to the asker, timers."""
-
-    forwards: list[Outgoing] = field(default_factory=list)
-    replies: list[Outgoing] = field(default_factory=list)
-    timers: list[Timer] = field(default_factory=list)
-    outcome: str = ""
-
-    @property
-    def publishes(self) -> list[Outgoing]:
-        return [*self.forwards, *self.replies]
-
-    def extend(self, other: Result) -> None:
-        self.forwards.extend(other.forwards)
-        self.replies.extend(other.replies)
-        self.timers.extend(other.timers)
-
-
-@dataclass
-class CloudLink:
-    connected: bool = False
-    since: int = field(default_factory=now_ms)
-
-    def payload(self) -> bytes:
-        return json.dumps({"connected": self.connected, "since": self.since}).encode()
-
-
-@dataclass
-class PendingQuery:
-    """A query sent on to the cloud, waiting for its ``response``."""
-
-    request: Inbound
-    resource: Resource
-    attempts: int = 0
-    cloud_ids: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class RemoteQueryPolicy:
-    timeout: float = 5.0
-    retries: int = 2
-    backoff: tenacity.wait.wait_base = field(
-        default_factory=lambda: tenacity.wait_exponential(multiplier=0.2, max=5)
-    )
-
-    def backoff_before(self, attempt: int) -> float:
-        """Seconds to wait before re-sending attempt number ``attempt`` (1-based)."""
-        state = tenacity.RetryCallState(tenacity.Retrying(), None, (), {})
-        state.attempt_number = attempt
-        return float(self.backoff(state))
 
 
 def _numeric_rv(value: Any) -> int | None:
@@ -178,7 +91,7 @@ class Operations:
         self.dedup_window = dedup_window
         self.clock = clock
         self.link = CloudLink(False, clock())
-        self._pending: dict[str, PendingQuery] = {}
+        self._pending = PendingQueries()
         self._handlers: dict[str, Callable[[Inbound], Result]] = {
             "insert": self._insert,
             "update": self._update,
@@ -246,7 +159,7 @@ class Operations:
             result.extend(self.podstatus_sync())
         else:
             # Nothing waits on a cloud that is gone: answer in-flight queries locally now.
-            for pending in {id(p): p for p in self._pending.values()}.values():
+            for pending in self._pending:
                 result.extend(self._finish_locally(pending))
         return result
 
@@ -297,7 +210,7 @@ class Operations:
 
     @property
     def pending_queries(self) -> int:
-        return len({id(p) for p in self._pending.values()})
+        return len(self._pending)
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -398,21 +311,15 @@ class Operations:
             resource=request.route.resource,
             content=request.content,
         )
-        pending.attempts += 1
-        pending.cloud_ids.append(ask.msg_id)
-        self._pending[ask.msg_id] = pending
+        self._pending.add_attempt(pending, ask.msg_id)
         return Result(
             forwards=[Outgoing.of(self.topics.cloud, ask)],
             timers=[Timer(self.remote.timeout, f"expire:{ask.msg_id}")],
             outcome=f"remote attempt={pending.attempts}",
         )
 
-    def _forget(self, pending: PendingQuery) -> None:
-        for cloud_id in pending.cloud_ids:
-            self._pending.pop(cloud_id, None)
-
     def _finish_locally(self, pending: PendingQuery) -> Result:
-        self._forget(pending)
+        self._pending.forget(pending)
         resource = pending.resource
         if resource.is_list:
             local = [o.value for o in self.store.objects(resource.namespace, resource.type)]
@@ -426,7 +333,7 @@ class Operations:
         return self._error_reply(pending.request, err)
 
     def _complete_remote(self, pending: PendingQuery, msg: Message) -> Result:
-        self._forget(pending)
+        self._pending.forget(pending)
         if msg.operation == "error":
             reply = self._reply(pending.request, "error", msg.content)
             return Result(replies=reply, outcome="remote-error")

@@ -23,7 +23,9 @@ import tenacity
 from . import intake
 from .config import Config
 from .envelope import now_ms
-from .operations import Inbound, Operations, RemoteQueryPolicy, Result
+from .operations import Operations
+from .outcome import Inbound, Result
+from .remote_query import RemoteQueryPolicy
 from .routing import Outgoing, ReplyTo, Router, Topics
 from .store import OutboxEntry, Store, StoreError
 from .timers import TimerQueue

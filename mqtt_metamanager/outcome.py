@@ -1,0 +1,65 @@
+"""The value types an operation deals in: its input, its result, its error, the link."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .envelope import Message, now_ms
+from .routing import Outgoing, ReplyTo
+
+
+class OperationError(Exception):
+    """Ends an operation with an ``error`` reply."""
+
+    def __init__(self, code: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+        self.message = message
+
+    def content(self) -> dict[str, Any]:
+        return {"code": self.code, "reason": self.reason, "message": self.message}
+
+
+@dataclass(frozen=True)
+class Inbound:
+    message: Message
+    reply_to: ReplyTo = field(default_factory=ReplyTo)
+
+
+@dataclass(frozen=True)
+class Timer:
+    """Call ``Operations.timer_fired(key)`` after ``delay`` seconds."""
+
+    delay: float
+    key: str
+
+
+@dataclass
+class Result:
+    """What one input owes: forwards and other publishes, replies to the asker, timers."""
+
+    forwards: list[Outgoing] = field(default_factory=list)
+    replies: list[Outgoing] = field(default_factory=list)
+    timers: list[Timer] = field(default_factory=list)
+    outcome: str = ""
+
+    @property
+    def publishes(self) -> list[Outgoing]:
+        return [*self.forwards, *self.replies]
+
+    def extend(self, other: Result) -> None:
+        self.forwards.extend(other.forwards)
+        self.replies.extend(other.replies)
+        self.timers.extend(other.timers)
+
+
+@dataclass
+class CloudLink:
+    connected: bool = False
+    since: int = field(default_factory=now_ms)
+
+    def payload(self) -> bytes:
+        return json.dumps({"connected": self.connected, "since": self.since}).encode()

@@ -1,0 +1,83 @@
+"""Remote queries: which types the cloud is asked for, and the queries waiting on it.
+
+A query may be sent several times (retries); each attempt has its own cloud msg_id, and a
+``response`` to any of them completes the query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import tenacity
+
+from .envelope import Resource
+from .outcome import Inbound
+
+REMOTE_QUERYABLE = frozenset(
+    {
+        "configmap",
+        "secret",
+        "endpoints",
+        "persistentvolume",
+        "persistentvolumeclaim",
+        "volumeattachment",
+        "node",
+        "serviceaccounttoken",
+    }
+)
+ALWAYS_REMOTE = frozenset({"node", "volumeattachment"})
+
+
+@dataclass
+class PendingQuery:
+    """A query sent on to the cloud, waiting for its ``response``."""
+
+    request: Inbound
+    resource: Resource
+    attempts: int = 0
+    cloud_ids: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RemoteQueryPolicy:
+    timeout: float = 5.0
+    retries: int = 2
+    backoff: tenacity.wait.wait_base = field(
+        default_factory=lambda: tenacity.wait_exponential(multiplier=0.2, max=5)
+    )
+
+    def backoff_before(self, attempt: int) -> float:
+        """Seconds to wait before re-sending attempt number ``attempt`` (1-based)."""
+        state = tenacity.RetryCallState(tenacity.Retrying(), None, (), {})
+        state.attempt_number = attempt
+        return float(self.backoff(state))
+
+
+class PendingQueries:
+    """The queries waiting on the cloud, found by the msg_id of any of their attempts."""
+
+    def __init__(self) -> None:
+        self._by_cloud_id: dict[str, PendingQuery] = {}
+
+    def add_attempt(self, pending: PendingQuery, cloud_id: str) -> None:
+        pending.attempts += 1
+        pending.cloud_ids.append(cloud_id)
+        self._by_cloud_id[cloud_id] = pending
+
+    def get(self, cloud_id: str) -> PendingQuery | None:
+        return self._by_cloud_id.get(cloud_id)
+
+    def __contains__(self, cloud_id: str) -> bool:
+        return cloud_id in self._by_cloud_id
+
+    def forget(self, pending: PendingQuery) -> None:
+        for cloud_id in pending.cloud_ids:
+            self._by_cloud_id.pop(cloud_id, None)
+
+    def __iter__(self) -> Iterator[PendingQuery]:
+        """Each waiting query once (a snapshot: forgetting while iterating is fine)."""
+        return iter({id(p): p for p in self._by_cloud_id.values()}.values())
+
+    def __len__(self) -> int:
+        return len({id(p) for p in self._by_cloud_id.values()})
