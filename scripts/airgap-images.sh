@@ -12,7 +12,8 @@
 # Environment: AIRGAP_MIRROR (default http://deb.debian.org/debian),
 #              AIRGAP_CACHE (default .airgap), AIRGAP_SUITE (default bookworm).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+SELF=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
+cd "$(dirname "$SELF")/.."
 
 SUITE=${AIRGAP_SUITE:-bookworm}
 MIRROR=${AIRGAP_MIRROR:-http://deb.debian.org/debian}
@@ -29,7 +30,7 @@ FORCE=${1:-}
 
 # The recipe is this script, the mirror, the suite and the site CAs: change any, images rebuild.
 RECIPE=$( {
-  cat "$0"
+  cat "$SELF"
   echo "$MIRROR $SUITE"
   find "$SITE_CA_DIR" -name '*.crt' -type f -print0 2>/dev/null | sort -z | xargs -0 -r cat
 } | sha256sum | cut -c1-16)

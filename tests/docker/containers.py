@@ -4,14 +4,19 @@ exit polling, and the request/reply checks every test here makes."""
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any
 
 from tests.support import EDGED, HOST, Publisher, Watcher, envelope, reply_to, wait_until
 
-try:  # testcontainers >= 4.14 moved the module; older releases have it at the top level.
-    from testcontainers.community.mqtt import MosquittoContainer
-except ImportError:  # pragma: no cover - depends on the installed testcontainers
-    from testcontainers.mqtt import MosquittoContainer
+# testcontainers deprecates its own helpers (wait_container_is_ready, string predicates
+# for wait_for_logs) that MosquittoContainer still uses: not ours to act on.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    try:  # testcontainers >= 4.14 moved the module; older releases have it at the top level.
+        from testcontainers.community.mqtt import MosquittoContainer
+    except ImportError:  # pragma: no cover - depends on the installed testcontainers
+        from testcontainers.mqtt import MosquittoContainer
 
 MQTT_PORT = 1883
 CONFIG_PATH = "/mosquitto/config/mosquitto.conf"
@@ -29,6 +34,12 @@ class LoopbackMosquitto(MosquittoContainer):
         for port in ports:
             # docker-py: a 1-tuple is (host_ip,): a random port on that address only.
             self.ports[str(port)] = (HOST,)
+        return self
+
+    def start(self, configfile: str | None = None) -> LoopbackMosquitto:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            super().start(configfile=configfile)
         return self
 
     @property
