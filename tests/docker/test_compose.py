@@ -8,6 +8,7 @@ import os
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -24,15 +25,24 @@ Compose = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @pytest.fixture
-def stack(compose_command: list[str]) -> Iterator[tuple[Compose, int]]:
+def stack(tmp_path: Path, compose_command: list[str]) -> Iterator[tuple[Compose, int]]:
     """A compose project of its own (unique name, free loopback port), always taken down."""
     project = f"mmtest-{uuid.uuid4().hex[:8]}"
     port = free_port()
     env = {**os.environ, "MQTT_PORT": str(port), "MQTT_METAMANAGER_IMAGE": COMPOSE_IMAGE}
+    # The project's compose file as it is, but an empty conf.d: a developer's own
+    # mosquitto/conf.d/bridge.conf must not link the test broker to a real cloud.
+    conf_d = tmp_path / "conf.d"
+    conf_d.mkdir()
+    override = tmp_path / "compose.test.yml"
+    override.write_text(
+        f"services:\n  mosquitto:\n    volumes:\n      - {conf_d}:/mosquitto/config/conf.d:ro\n"
+    )
+    files = ["-f", str(ROOT / "docker-compose.yml"), "-f", str(override)]
 
     def compose(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
-            [*compose_command, "-p", project, *args],
+            [*compose_command, "-p", project, *files, *args],
             cwd=ROOT,
             env=env,
             capture_output=True,
@@ -42,7 +52,7 @@ def stack(compose_command: list[str]) -> Iterator[tuple[Compose, int]]:
         )
         if done.returncode != 0:
             logs = subprocess.run(
-                [*compose_command, "-p", project, "logs", "--no-color", "--tail", "40"],
+                [*compose_command, "-p", project, *files, "logs", "--no-color", "--tail", "40"],
                 cwd=ROOT,
                 env=env,
                 capture_output=True,
