@@ -26,7 +26,9 @@ python3 -c "import venv, ensurepip" 2>/dev/null || missing+=(python3 python3-ven
 if [ ${#missing[@]} -gt 0 ]; then
   log "apt-get install ${missing[*]}"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1 apt-get install -y -qq --no-install-recommends \
+  # With docker.io's recommends: cgroupfs-mount (no systemd here to mount the cgroups),
+  # apparmor (its parser, where the kernel enforces AppArmor), xz-utils.
+  DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1 apt-get install -y -qq \
     "${missing[@]}" ca-certificates iptables >/dev/null
 fi
 
@@ -45,6 +47,9 @@ log "$(docker compose version)"
 
 # --- the engine ----------------------------------------------------------------------------
 if ! docker info >/dev/null 2>&1; then
+  if ! grep -qE '^cgroup2? ' /proc/mounts && command -v cgroupfs-mount >/dev/null; then
+    cgroupfs-mount
+  fi
   log "starting dockerd (log: $DOCKERD_LOG)"
   # Detached from this script's stdio, so CI's output closes when the suite is done.
   setsid dockerd >"$DOCKERD_LOG" 2>&1 </dev/null &
