@@ -19,7 +19,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import tenacity
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -33,6 +33,7 @@ OFFLINE = b"offline"
 # Inputs the broker may have given us unacked at once (MQTT v5 Receive Maximum; without
 # it the default is 65535 and a burst lands in this process's memory all at once).
 RECEIVE_MAXIMUM = 1000
+RECV_CHUNK = 65536
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,42 @@ def set_nodelay(sock: Any) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+class _Client(mqtt.Client):
+    """paho's client reading the socket in large chunks.
+
+    paho reads each packet with three or more ``recv`` calls (the command byte, each
+    remaining-length byte, the body); every call releases and retakes the GIL, which under
+    a burst was the largest cost in the process (docs/performance.md). Here one ``recv`` of
+    up to ``RECV_CHUNK`` bytes feeds many packets; paho's packet state machine is unchanged.
+    """
+
+    _rsock: Any = None
+    _rbuf = b""
+    _rpos = 0
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if self._rsock is not self._sock:  # a new connection: nothing of the old one is kept
+            self._rsock, self._rbuf, self._rpos = self._sock, b"", 0
+        buf, pos = self._rbuf, self._rpos
+        if pos >= len(buf):
+            buf = super()._sock_recv(RECV_CHUNK)  # BlockingIOError when nothing is there
+            self._rbuf, pos = buf, 0
+        end = pos + bufsize
+        self._rpos = end
+        return buf[pos:end] if pos or end < len(buf) else buf
+
+    def _buffered(self) -> bool:
+        return self._sock is not None and self._rsock is self._sock and self._rpos < len(self._rbuf)
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        # paho stops after a number of packets and then waits in select(), which knows
+        # nothing of bytes already read into the buffer: keep going until it is empty.
+        rc = super().loop_read(max_packets)
+        while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._buffered():
+            rc = super().loop_read(max_packets)
+        return rc
+
+
 def tls_context(config: MQTTConfig) -> ssl.SSLContext | None:
     tls = config.tls
     if not (tls.ca_file or tls.cert_file):
@@ -108,13 +145,16 @@ class Transport:
         self.subscriptions = list(subscriptions)
         self.status_topic = status_topic
         self._connection = 0  # bumped on every connect and disconnect (network thread)
-        client = mqtt.Client(
+        client = _Client(
             CallbackAPIVersion.VERSION2,
             client_id=config.client_id,
             protocol=mqtt.MQTTv5,
             manual_ack=True,
         )
-        client.max_inflight_messages_set(1000)
+        # No limit in paho: the service's backpressure (MAX_UNACKED_PUBLISHES) bounds what
+        # awaits a PUBACK, and with a limit paho scans every unacked publish on each PUBACK
+        # (``_update_inflight``), a cost quadratic in the window under a burst.
+        client.max_inflight_messages_set(0)
         client.max_queued_messages_set(0)
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.will_set(status_topic, OFFLINE, qos=1, retain=True)
