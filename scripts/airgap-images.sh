@@ -40,7 +40,8 @@ die() { echo "airgap-images: $*" >&2; exit 1; }
 
 image_is_current() {
   [ "$FORCE" != "--force" ] &&
-    [ "$(docker image inspect -f "{{index .Config.Labels \"$LABEL\"}}" "$1" 2>/dev/null)" = "$RECIPE" ]
+    [ "$(docker image inspect -f "{{index .Config.Labels \"$LABEL\"}}" "$1" 2>/dev/null)" \
+      = "$RECIPE" ]
 }
 
 # --- preconditions ----------------------------------------------------------------------
@@ -74,7 +75,7 @@ fi
 
 [ "$(id -u)" = 0 ] || die "building the images needs root (debootstrap and chroot)"
 export PATH="$PATH:/usr/sbin:/sbin"
-command -v debootstrap >/dev/null || die "debootstrap is not installed (apt-get install debootstrap)"
+command -v debootstrap >/dev/null || die "debootstrap is missing (apt-get install debootstrap)"
 
 mkdir -p "$CACHE"
 CACHE=$(cd "$CACHE" && pwd)
@@ -143,11 +144,15 @@ make_rootfs() {
       run_in "$root" apt-get install -y -qq --no-install-recommends $packages &&
       run_in "$root" apt-get clean &&
       install_site_cas "$root"
-  } >"$WORK/$name-apt.log" 2>&1 || { umount "$root/proc"; tail -20 "$WORK/$name-apt.log" >&2; die "apt-get in the $name rootfs failed"; }
+  } >"$WORK/$name-apt.log" 2>&1 || {
+    umount "$root/proc"
+    tail -20 "$WORK/$name-apt.log" >&2
+    die "apt-get in the $name rootfs failed"
+  }
   umount "$root/proc"
   rm -rf "$root/var/lib/apt/lists/"* "$root/usr/share/doc/"* "$root/usr/share/man/"* \
-    "$root/usr/share/info/"* "$root/usr/share/locale/"* "$root/var/log/"*.log "$root/var/cache/debconf/"*-old \
-    "$root/usr/sbin/policy-rc.d"
+    "$root/usr/share/info/"* "$root/usr/share/locale/"* "$root/var/log/"*.log \
+    "$root/var/cache/debconf/"*-old "$root/usr/sbin/policy-rc.d"
   : >"$root/etc/resolv.conf"
 }
 
@@ -166,7 +171,9 @@ import_rootfs() {
   if [ -n "$previous" ] && [ "$previous" != "$(docker image inspect -f '{{.Id}}' "$image")" ]; then
     docker image rm "$previous" >/dev/null 2>&1 || true   # still used by a container: keep it
   fi
-  log "imported $image ($(docker image inspect -f '{{.Size}}' "$image" | awk '{printf "%.0f MB", $1/1e6}'))"
+  local size
+  size=$(docker image inspect -f '{{.Size}}' "$image" | awk '{printf "%.0f MB", $1/1e6}')
+  log "imported $image ($size)"
 }
 
 # --- the Python base image --------------------------------------------------------------
