@@ -2,45 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import peewee as pw
 import pytest
 
-from mqtt_metamanager import config
 from mqtt_metamanager.envelope import Resource
 from mqtt_metamanager.routing import Outgoing
 from mqtt_metamanager.service import Service
 from mqtt_metamanager.transport import Received
+from tests.unit.conftest import OfflineService
 
 BRIDGE_STATE = "kubeedge/edgehub/bridge"
 
 
 @pytest.fixture
-def service(tmp_path: Path) -> Iterator[tuple[Service, list[Outgoing]]]:
-    cfg = config.from_mapping(
-        {
-            "database": {"path": str(tmp_path / "meta.db")},
-            "cloud": {"bridge_state_topic": BRIDGE_STATE},
-        },
-        environ={},
-    )
-    svc = Service(cfg)
-    published: list[Outgoing] = []
-
-    def publish(out: Outgoing, _qos: int) -> int:
-        published.append(out)
-        return len(published)
-
-    svc.transport.publish = publish  # type: ignore[method-assign]
-    svc.transport.ack = lambda *_a, **_k: None  # type: ignore[method-assign]
+def service(offline_service: Callable[..., OfflineService]) -> OfflineService:
+    svc, published = offline_service(cloud={"bridge_state_topic": BRIDGE_STATE})
     with svc.store.atomic():
         svc.store.put(Resource("ns1", "pod", "p1"), {"metadata": {"name": "p1"}})
         svc.store.put(Resource("ns1", "podstatus", "p1"), {"metadata": {"name": "p1"}})
-    yield svc, published
-    svc.store.close()
+    return svc, published
 
 
 def bridge_state(payload: bytes, mid: int) -> Received:

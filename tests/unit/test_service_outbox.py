@@ -3,34 +3,22 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
-from mqtt_metamanager import config
 from mqtt_metamanager.routing import Outgoing
 from mqtt_metamanager.service import Service
 from mqtt_metamanager.transport import Published, Received
 from tests.support import envelope
+from tests.unit.conftest import OfflineService
 
 IN = "kubeedge/metamanager/in"
 
 
 @pytest.fixture
-def service(tmp_path: Path) -> Iterator[tuple[Service, list[Outgoing]]]:
-    cfg = config.from_mapping({"database": {"path": str(tmp_path / "meta.db")}}, environ={})
-    svc = Service(cfg)
-    published: list[Outgoing] = []
-
-    def publish(out: Outgoing, _qos: int) -> int:
-        published.append(out)
-        return len(published)
-
-    svc.transport.publish = publish  # type: ignore[method-assign]
-    svc.transport.ack = lambda *_a, **_k: None  # type: ignore[method-assign]
-    yield svc, published
-    svc.store.close()
+def service(offline_service: Callable[..., OfflineService]) -> OfflineService:
+    return offline_service()
 
 
 def received(message: dict[str, object], mid: int, response_topic: str | None = None) -> Received:
