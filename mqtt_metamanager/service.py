@@ -195,7 +195,11 @@ class Service:
         self.transport.publish(self.ops.connection_publish(), self.config.mqtt.qos)
         if not self._started_outbox:
             self._started_outbox = True
-            pending = self.store.outbox_pending()
+            # Inputs may have been applied on this run before ``Connected`` (the input link
+            # reads the session's backlog before its SUBACK arrives): their rows are
+            # published already, awaiting PUBACK or removal. Only the last run's are owed.
+            ours = set(self._inflight.values()) | set(self._acked_outbox)
+            pending = [e for e in self.store.outbox_pending() if e.id not in ours]
             if pending:
                 log.info("outbox: resending %d publishes left by the last run", len(pending))
             self._publish(pending)

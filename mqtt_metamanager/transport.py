@@ -23,16 +23,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
+import select
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import tenacity
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, _ConnectionState
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -48,6 +50,8 @@ RECV_CHUNK = 65536
 # around (writes our acks and pings, checks the keepalive) and waits again.
 PAUSE_POLL = 0.05
 OUTPUT_SUFFIX = "-out"
+# How long a clean disconnect waits for the broker to close its side (see _Client._sock_close).
+CLOSE_DRAIN = 2.0
 
 
 @dataclass(frozen=True)
@@ -122,6 +126,20 @@ class _Client(mqtt.Client):
     def _buffered(self) -> bool:
         return self._sock is not None and self._rsock is self._sock and self._rpos < len(self._rbuf)
 
+    def _sock_close(self) -> None:
+        # paho closes the socket right after writing our DISCONNECT. If unread bytes sit in
+        # the receive buffer then (the input link stops reading while its window is full, so
+        # under a burst they always do), the kernel answers close() with a RST, and the
+        # broker's kernel drops what it had not yet read: our last acks and the DISCONNECT.
+        # Those inputs, already applied, would come again. So on a disconnect we asked for:
+        # half-close (a FIN behind the acks and the DISCONNECT), read and drop whatever the
+        # broker still sends (unacked inputs, which it keeps for the session), until it
+        # closes its side, then close.
+        sock = self._sock
+        if sock is not None and self._state == _ConnectionState.MQTT_CS_DISCONNECTING:
+            _drain_until_closed(sock, CLOSE_DRAIN)
+        super()._sock_close()
+
     def _loop(self, timeout: float = 1.0) -> MQTTErrorCode:
         # Bytes left in the buffer while the window was full are invisible to select():
         # parse them first once there is room, and poll while some remain.
@@ -193,6 +211,22 @@ class Window:
     def wait(self, timeout: float) -> bool:
         """True when another input may be read (waits up to ``timeout`` for a slot)."""
         return self._open.wait(timeout)
+
+
+def _drain_until_closed(sock: Any, timeout: float) -> None:
+    """Half-close ``sock`` and read until the peer closes (or ``timeout``), dropping the data."""
+    deadline = time.monotonic() + timeout
+    with contextlib.suppress(OSError, ValueError):
+        sock.shutdown(socket.SHUT_WR)  # on TLS: leaves the raw socket, fine for dropping bytes
+        while (left := deadline - time.monotonic()) > 0:
+            readable, _w, _x = select.select([sock], [], [], left)
+            if not readable:
+                return
+            try:
+                if not sock.recv(RECV_CHUNK):
+                    return
+            except (BlockingIOError, ssl.SSLWantReadError):
+                continue
 
 
 def tls_context(config: MQTTConfig) -> ssl.SSLContext | None:
