@@ -112,6 +112,48 @@ class _Client(mqtt.Client):
     _rpos = 0
     window: Window | None = None  # the input link's flow control; None: read freely
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._wake_lock = threading.Lock()
+        self._wake_pending = False
+
+    def _packet_queue(
+        self,
+        command: int,
+        packet: bytes | bytearray,
+        mid: int,
+        qos: int,
+        info: mqtt.MQTTMessageInfo | None = None,
+    ) -> MQTTErrorCode:
+        # paho wakes its network thread with a byte on its socket pair for every packet
+        # queued (each publish, each ack): a syscall and a thread switch each. One wake-up
+        # is enough until the thread starts writing (``loop_write`` clears the flag before
+        # it takes packets, so a packet queued after that sends a new one).
+        if self._thread is None or self._sockpairW is None:
+            return super()._packet_queue(command, packet, mid, qos, info)
+        out = {
+            "command": command,
+            "mid": mid,
+            "qos": qos,
+            "pos": 0,
+            "to_process": len(packet),
+            "packet": packet,
+            "info": info,
+        }
+        with self._wake_lock:
+            self._out_packet.append(out)  # type: ignore[arg-type]
+            if self._wake_pending:
+                return MQTTErrorCode.MQTT_ERR_SUCCESS
+            self._wake_pending = True
+        with contextlib.suppress(BlockingIOError):
+            self._sockpairW.send(b"0")
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def loop_write(self) -> MQTTErrorCode:
+        with self._wake_lock:
+            self._wake_pending = False
+        return super().loop_write()
+
     def _sock_recv(self, bufsize: int) -> bytes:
         if self._rsock is not self._sock:  # a new connection: nothing of the old one is kept
             self._rsock, self._rbuf, self._rpos = self._sock, b"", 0
