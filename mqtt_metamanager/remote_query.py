@@ -14,6 +14,7 @@ import tenacity
 
 from .envelope import Resource
 from .outcome import Inbound
+from .timers import backoff_delay
 
 REMOTE_QUERYABLE = frozenset(
     {
@@ -51,9 +52,7 @@ class RemoteQueryPolicy:
 
     def backoff_before(self, attempt: int) -> float:
         """Seconds to wait before re-sending attempt number ``attempt`` (1-based)."""
-        state = tenacity.RetryCallState(tenacity.Retrying(), None, (), {})
-        state.attempt_number = attempt
-        return float(self.backoff(state))
+        return backoff_delay(self.backoff, attempt)
 
 
 class PendingQueries:

@@ -28,7 +28,7 @@ from .outcome import Inbound, Result
 from .remote_query import RemoteQueryPolicy
 from .routing import Outgoing, ReplyTo, Router, Topics
 from .store import OutboxEntry, Store, StoreError
-from .timers import TimerQueue
+from .timers import TimerQueue, backoff_delay
 from .transport import Connected, Disconnected, Event, Published, Received, Transport, Wakeup
 
 log = logging.getLogger(__name__)
@@ -42,12 +42,6 @@ INTERNAL_RETRY = 2.0
 # memory, unacknowledged. Bounds what a crash sends twice (outbox rows not yet acked).
 MAX_UNACKED_PUBLISHES = 512
 STORE_RETRY = tenacity.wait_exponential(multiplier=0.5, max=30)
-
-
-def _retry_delay(attempt: int) -> float:
-    state = tenacity.RetryCallState(tenacity.Retrying(), None, (), {})
-    state.attempt_number = attempt
-    return float(STORE_RETRY(state))
 
 
 class Service:
@@ -309,7 +303,7 @@ class Service:
         attempt = self._failures.get(received.mid, 0) + 1
         self._failures[received.mid] = attempt
         self.counters["store_failures"] += 1
-        delay = _retry_delay(attempt)
+        delay = backoff_delay(STORE_RETRY, attempt)
         log.error("store failure (attempt %d, retry in %.1fs): %s", attempt, delay, exc)
         if attempt == 1:
             accepted = intake.accept(
