@@ -71,6 +71,9 @@ def cmd_run(cfg: Config, _args: argparse.Namespace) -> int:
     setup_logging(cfg)
     try:
         service = Service(cfg)
+    except ConfigError as exc:  # a file named in the config went away since it was checked
+        logging.getLogger("mqtt_metamanager").error("config error: %s", exc)
+        return EXIT_USAGE
     except StoreError as exc:
         logging.getLogger("mqtt_metamanager").error("cannot open the store: %s", exc)
         return EXIT_FAILURE
@@ -90,7 +93,11 @@ def cmd_query(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_send(cfg: Config, args: argparse.Namespace) -> int:
-    raw = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+    try:
+        raw = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+    except OSError as exc:
+        print(f"send: {args.file}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         data = parse_json(raw)
     except BadMessage as exc:
@@ -215,10 +222,12 @@ def cmd_bridge_config(cfg: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _add_broker_args(p: argparse.ArgumentParser) -> None:
+def _add_broker_args(p: argparse.ArgumentParser, timeout: float = 10.0) -> None:
     p.add_argument("--host", help="broker host (default: mqtt.host)")
     p.add_argument("--port", type=int, help="broker port (default: mqtt.port)")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for a reply")
+    p.add_argument(
+        "--timeout", type=float, default=timeout, help=f"seconds to wait (default {timeout:g})"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -260,8 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("health", help="exit 0 when the service reports online on the broker")
     p.add_argument("-c", "--config", dest="sub_config", help="config file")
-    _add_broker_args(p)
-    p.set_defaults(func=cmd_health, timeout=3.0)
+    _add_broker_args(p, timeout=3.0)
+    p.set_defaults(func=cmd_health)
 
     p = sub.add_parser("bench", help="the service against a bare MQTT echo: rates, latency, RSS")
     p.add_argument("--host", help="broker host (default: start a mosquitto on 127.0.0.1)")

@@ -144,8 +144,35 @@ _RULES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
 ]
 
 
+class EnvText(str):
+    """A value from the environment: text, read by the type of the key it sets."""
+
+
+_ENV_BOOLS = {"true": True, "false": False, "yes": True, "no": False, "1": True, "0": False}
+
+
+def _from_env(path: str, text: EnvText, typ: Any) -> Any:
+    """Environment text by the key's type: strings stay as written (no YAML surprises
+    such as 0123 turning octal), numbers and booleans are parsed strictly."""
+    if typ is bool:
+        if text.strip().lower() not in _ENV_BOOLS:
+            raise ConfigError(f"{path}: must be true or false, got {str(text)!r}")
+        return _ENV_BOOLS[text.strip().lower()]
+    try:
+        if typ is int:
+            return int(text.strip())
+        if typ is float:
+            return float(text.strip())
+    except ValueError:
+        kind = "an integer" if typ is int else "a number"
+        raise ConfigError(f"{path}: must be {kind}, got {str(text)!r}") from None
+    return str(text)
+
+
 def _coerce(path: str, value: Any, typ: Any) -> Any:
     origin = typing.get_origin(typ)
+    if isinstance(value, EnvText) and typ in (bool, int, float, str):
+        return _from_env(path, value, typ)
     if dataclasses.is_dataclass(typ):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{path}: must be a mapping")
@@ -195,7 +222,8 @@ def _build(cls: Any, data: Mapping[str, Any], prefix: str = "") -> Any:
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
-    """``METAMANAGER_MQTT__HOST=x`` -> ``{"mqtt": {"host": "x"}}``; values read as YAML."""
+    """``METAMANAGER_MQTT__HOST=x`` -> ``{"mqtt": {"host": "x"}}``; a list key takes
+    ``a,b``; every other value is read by its key's type (``_from_env``)."""
     tree: dict[str, Any] = {}
     for name, raw in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX):
@@ -203,10 +231,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
         if not all(parts):
             raise ConfigError(f"{name}: not a config key path")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
+        value = EnvText(raw)
         node = tree
         for part in parts[:-1]:
             node = node.setdefault(part, {})
@@ -246,6 +271,20 @@ def from_mapping(
     tls = config.mqtt.tls
     if bool(tls.cert_file) != bool(tls.key_file):
         raise ConfigError("mqtt.tls.cert_file: cert_file and key_file go together")
+    for path in (
+        "mqtt.password_file",
+        "mqtt.tls.ca_file",
+        "mqtt.tls.cert_file",
+        "mqtt.tls.key_file",
+    ):
+        name = _get(config, path)
+        if name and not os.access(name, os.R_OK):
+            raise ConfigError(f"{path}: cannot read {name!r}")
+    for module in config.modules.local:
+        if not module or set(module) & set("/+#"):
+            raise ConfigError(f"modules.local: {module!r} is not a module name")
+    if set(config.cloud.bridge_state_topic) & set("+#"):
+        raise ConfigError("cloud.bridge_state_topic: must be one topic, no + or #")
     return config
 
 

@@ -103,10 +103,20 @@ def accept(payload: bytes, reply_to: ReplyTo, max_payload: int) -> Inbound | Rej
     return Inbound(message, reply_to)
 
 
+def _text_of(cut: bytes, was_cut: bool) -> str:
+    """Decode the kept part of a payload; a character split by the cut is left out."""
+    try:
+        return cut.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if was_cut and exc.start >= len(cut) - 3:
+            return cut[: exc.start].decode("utf-8")
+        raise
+
+
 def deadletter_payload(topic: str, payload: bytes, reason: str, text: str) -> bytes:
     cut = payload[:DEADLETTER_PAYLOAD_MAX]
     try:
-        body: dict[str, Any] = {"payload": cut.decode("utf-8")}
+        body: dict[str, Any] = {"payload": _text_of(cut, len(payload) > len(cut))}
     except UnicodeDecodeError:
         body = {"payload_base64": base64.b64encode(cut).decode()}
     return json.dumps(

@@ -8,6 +8,7 @@ transaction and writes the publishes to the outbox in that same transaction.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -40,14 +41,25 @@ PODSTATUS = "podstatus"
 OK = "OK"
 
 
+# Kubernetes resource versions are uint64; past this a "number" is not one (and int() of a
+# string over 4300 digits raises).
+MAX_RV_DIGITS = 20
+
+
 def _numeric_rv(value: Any) -> int | None:
     if isinstance(value, dict) and isinstance(value.get("metadata"), dict):
         rv = value["metadata"].get("resourceVersion")
         if isinstance(rv, int) and not isinstance(rv, bool):
             return rv
-        if isinstance(rv, str) and rv.isascii() and rv.isdigit():  # int("²") fails
+        # isascii: "²".isdigit() is True but int("²") fails.
+        if isinstance(rv, str) and len(rv) <= MAX_RV_DIGITS and rv.isascii() and rv.isdigit():
             return int(rv)
     return None
+
+
+def _json_equal(a: Any, b: Any) -> bool:
+    """Equal as JSON: unlike Python's ==, true is not 1 and 1.0 is not 1."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
 def _is_stale(new: Any, stored: Any) -> bool:
@@ -144,6 +156,9 @@ class Operations:
         """An input that failed validation but whose sender can be told (error 400)."""
         return self._error_reply(inbound, OperationError(400, reason, text))
 
+    def internal_error(self, inbound: Inbound, text: str) -> Result:
+        return self._error_reply(inbound, OperationError(500, "internal_error", text))
+
     def store_unavailable(self, inbound: Inbound, text: str) -> Result:
         return self._error_reply(inbound, OperationError(503, "store_unavailable", text))
 
@@ -159,8 +174,7 @@ class Operations:
             result.extend(self.podstatus_sync())
         else:
             # Nothing waits on a cloud that is gone: answer in-flight queries locally now.
-            for pending in self._pending:
-                result.extend(self._finish_locally(pending))
+            result.extend(self.answer_pending_locally())
         return result
 
     def connection_publish(self) -> Outgoing:
@@ -205,6 +219,13 @@ class Operations:
             return self._send_remote(pending)
         return Result(outcome="timer-unknown")
 
+    def answer_pending_locally(self) -> Result:
+        """Stopping: every query still waiting on the cloud is answered from the store now."""
+        result = Result(outcome=f"answered locally n={len(self._pending)}")
+        for pending in self._pending:
+            result.extend(self._finish_locally(pending))
+        return result
+
     def prune_dedup(self) -> int:
         return self.store.prune_applied(self.dedup_window)
 
@@ -248,7 +269,7 @@ class Operations:
         msg = inbound.message
         resource = _object_resource(msg)
         stored = self.store.get(resource.key)
-        if stored is not None and stored.value == msg.content:
+        if stored is not None and _json_equal(stored.value, msg.content):
             return self._ok(inbound, "no-delta")
         if stored is not None and _is_stale(msg.content, stored.value):
             return self._ok(inbound, "stale")
@@ -353,6 +374,10 @@ class Operations:
         pending = self._pending.get(msg.header.parent_msg_id)
         if pending is not None:
             return self._complete_remote(pending, msg)
+        if self._pending.was_answered(msg.header.parent_msg_id):
+            # The asker already had its answer (an earlier attempt, a fallback or a 504):
+            # edged must not get a response it never asked for.
+            return Result(outcome="late-cloud-answer dropped")
         outcome = "forwarded"
         if msg.operation == "response" and isinstance(msg.content, dict):
             resource = msg.resource()

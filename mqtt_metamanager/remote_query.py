@@ -6,6 +6,7 @@ A query may be sent several times (retries); each attempt has its own cloud msg_
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -13,6 +14,7 @@ import tenacity
 
 from .envelope import Resource
 from .outcome import Inbound
+from .timers import backoff_delay
 
 REMOTE_QUERYABLE = frozenset(
     {
@@ -27,6 +29,7 @@ REMOTE_QUERYABLE = frozenset(
     }
 )
 ALWAYS_REMOTE = frozenset({"node", "volumeattachment"})
+ANSWERED_MEMORY = 10_000
 
 
 @dataclass
@@ -49,9 +52,7 @@ class RemoteQueryPolicy:
 
     def backoff_before(self, attempt: int) -> float:
         """Seconds to wait before re-sending attempt number ``attempt`` (1-based)."""
-        state = tenacity.RetryCallState(tenacity.Retrying(), None, (), {})
-        state.attempt_number = attempt
-        return float(self.backoff(state))
+        return backoff_delay(self.backoff, attempt)
 
 
 class PendingQueries:
@@ -59,6 +60,8 @@ class PendingQueries:
 
     def __init__(self) -> None:
         self._by_cloud_id: dict[str, PendingQuery] = {}
+        # Attempt ids of queries already answered, newest last, to recognise late answers.
+        self._answered: OrderedDict[str, None] = OrderedDict()
 
     def add_attempt(self, pending: PendingQuery, cloud_id: str) -> None:
         pending.attempts += 1
@@ -72,8 +75,15 @@ class PendingQueries:
         return cloud_id in self._by_cloud_id
 
     def forget(self, pending: PendingQuery) -> None:
+        """The query is answered: drop it, remembering its attempt ids for a while."""
         for cloud_id in pending.cloud_ids:
             self._by_cloud_id.pop(cloud_id, None)
+            self._answered[cloud_id] = None
+        while len(self._answered) > ANSWERED_MEMORY:
+            self._answered.popitem(last=False)
+
+    def was_answered(self, cloud_id: str) -> bool:
+        return cloud_id in self._answered
 
     def __iter__(self) -> Iterator[PendingQuery]:
         """Each waiting query once (a snapshot: forgetting while iterating is fine)."""

@@ -28,7 +28,7 @@ from .outcome import Inbound, Result
 from .remote_query import RemoteQueryPolicy
 from .routing import Outgoing, ReplyTo, Router, Topics
 from .store import OutboxEntry, Store, StoreError
-from .timers import TimerQueue
+from .timers import TimerQueue, backoff_delay
 from .transport import Connected, Disconnected, Event, Published, Received, Transport, Wakeup
 
 log = logging.getLogger(__name__)
@@ -49,12 +49,6 @@ def input_window(config: Config) -> int:
     """How many inputs may be held at once (received, not yet acked): two batches, so one
     can be read while the other commits. This, not the burst, bounds the memory inputs use."""
     return INPUT_WINDOW_BATCHES * config.database.batch_max
-
-
-def _retry_delay(attempt: int) -> float:
-    state = tenacity.RetryCallState(tenacity.Retrying(), None, (), {})
-    state.attempt_number = attempt
-    return float(STORE_RETRY(state))
 
 
 class Service:
@@ -131,6 +125,9 @@ class Service:
             self._shutdown()
 
     def _shutdown(self) -> None:
+        if self.ops.pending_queries:
+            # Nobody will be waiting for the cloud's answer after we are gone: answer now.
+            self._internal(self.ops.answer_pending_locally, retry=False)
         deadline = time.monotonic() + DRAIN_TIMEOUT
         while self._inflight and time.monotonic() < deadline:
             self._collect(0.1, handle_inputs=False)
@@ -194,12 +191,17 @@ class Service:
         # Our view of the cloud link replaces whatever an earlier run left retained.
         self.transport.publish(self.ops.connection_publish(), self.config.mqtt.qos)
         if not self._started_outbox:
+            try:
+                pending = self.store.outbox_pending()
+            except StoreError as exc:
+                log.error("outbox: cannot read what the last run left, next connect: %s", exc)
+                return
             self._started_outbox = True
             # Inputs may have been applied on this run before ``Connected`` (the input link
             # reads the session's backlog before its SUBACK arrives): their rows are
             # published already, awaiting PUBACK or removal. Only the last run's are owed.
             ours = set(self._inflight.values()) | set(self._acked_outbox)
-            pending = [e for e in self.store.outbox_pending() if e.id not in ours]
+            pending = [e for e in pending if e.id not in ours]
             if pending:
                 log.info("outbox: resending %d publishes left by the last run", len(pending))
             self._publish(pending)
@@ -216,6 +218,13 @@ class Service:
                     self._process([received])
                 return
             self._store_failed(batch[0], exc)
+            return
+        except Exception as exc:  # a bug met by some input: that input must not stop the loop
+            if len(batch) > 1:
+                for received in batch:
+                    self._process([received])
+                return
+            self._unprocessable(batch[0], exc)
             return
         self._outbox_removals_committed()
         for received, entries, result in done:
@@ -235,15 +244,21 @@ class Service:
         accepted = intake.accept(received.payload, reply_to, self.config.mqtt.max_payload)
         if isinstance(accepted, intake.Rejected):
             self.counters["rejected"] += 1
+            result = Result()
             if accepted.inbound is not None:
                 result = self.ops.reject(accepted.inbound, accepted.reason, accepted.text)
-            else:
+            if not result.publishes:  # nobody to tell (or the "sender" is metamanager itself)
                 letter = intake.deadletter_payload(
                     received.topic, received.payload, accepted.reason, accepted.text
                 )
                 result = Result([Outgoing(self.topics.deadletter, letter)], outcome="deadletter")
             log.warning(
-                "rejected input on %s: %s (%s)", received.topic, accepted.reason, accepted.text
+                "msg_id=%s resource=%s rejected input on %s: %s (%s)",
+                accepted.inbound.message.msg_id if accepted.inbound else "-",
+                accepted.inbound.message.route.resource if accepted.inbound else "-",
+                received.topic,
+                accepted.reason,
+                accepted.text,
             )
         else:
             result = self.ops.handle(accepted)
@@ -275,12 +290,37 @@ class Service:
             len(result.publishes),
         )
 
+    def _unprocessable(self, received: Received, exc: Exception) -> None:
+        """An input that makes the code fail: nothing of it was applied (its transaction
+        rolled back); answer 500, or dead-letter it, and ack it so it cannot come back and
+        fail every start."""
+        self.counters["internal_errors"] += 1
+        accepted = intake.accept(
+            received.payload,
+            ReplyTo(received.response_topic, received.correlation),
+            self.config.mqtt.max_payload,
+        )
+        msg_id, resource = "-", "-"
+        publishes: list[Outgoing] = []
+        if isinstance(accepted, Inbound):
+            msg_id, resource = accepted.message.msg_id, accepted.message.route.resource
+            publishes = self.ops.internal_error(accepted, type(exc).__name__).publishes
+        if not publishes:
+            letter = intake.deadletter_payload(
+                received.topic, received.payload, "internal_error", type(exc).__name__
+            )
+            publishes = [Outgoing(self.topics.deadletter, letter)]
+        log.exception("msg_id=%s resource=%s internal error, input dropped", msg_id, resource)
+        for out in publishes:
+            self.transport.publish(out, self.config.mqtt.qos)
+        self.transport.ack(received)
+
     def _store_failed(self, received: Received, exc: StoreError) -> None:
         """Tell the sender 503 once, keep the input unacked, and try it again later."""
         attempt = self._failures.get(received.mid, 0) + 1
         self._failures[received.mid] = attempt
         self.counters["store_failures"] += 1
-        delay = _retry_delay(attempt)
+        delay = backoff_delay(STORE_RETRY, attempt)
         log.error("store failure (attempt %d, retry in %.1fs): %s", attempt, delay, exc)
         if attempt == 1:
             accepted = intake.accept(
@@ -373,9 +413,16 @@ class Service:
         self.timers.call_later(PRUNE_INTERVAL, self._prune)
 
     def _publish_metrics(self) -> None:
+        self.timers.call_later(self.config.metrics.interval, self._publish_metrics)
+        try:
+            with self.store.atomic():
+                objects = self.store.count()
+        except StoreError as exc:
+            log.error("metrics: cannot count objects: %s", exc)
+            return
         snapshot = {
             **self.counters,
-            "objects": self.store.count(),
+            "objects": objects,
             "outbox_inflight": len(self._inflight),
             "held_inputs": self.transport.window.held,
             "max_held_inputs": self.transport.max_held,
@@ -385,5 +432,4 @@ class Service:
             "timestamp": now_ms(),
         }
         out = Outgoing(self.topics.metrics, json.dumps(snapshot).encode(), retain=True)
-        self.transport.publish(out, 0)
-        self.timers.call_later(self.config.metrics.interval, self._publish_metrics)
+        self.transport.publish(out, 0)  # a snapshot: the next one replaces a lost one

@@ -271,6 +271,10 @@ class Store:
         return entries
 
     def outbox_pending(self) -> list[OutboxEntry]:
+        with self.atomic():  # for its StoreError on failure
+            return self._outbox_rows()
+
+    def _outbox_rows(self) -> list[OutboxEntry]:
         return [
             OutboxEntry(
                 row.id,

@@ -8,6 +8,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import tenacity
+
+
+def backoff_delay(wait: tenacity.wait.wait_base, attempt: int) -> float:
+    """Seconds a tenacity wait strategy gives before attempt ``attempt`` (1-based), for
+    retries we schedule on our own timers instead of sleeping in tenacity's loop."""
+    state = tenacity.RetryCallState(tenacity.Retrying(), None, (), {})
+    state.attempt_number = attempt
+    return float(wait(state))
+
 
 class TimerQueue:
     """Callbacks due at monotonic deadlines; the loop sleeps until ``next_delay``."""

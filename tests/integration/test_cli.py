@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -33,7 +34,17 @@ def cli(
 
 @pytest.mark.parametrize(
     "args",
-    [[], ["run"], ["query"], ["send"], ["store"], ["store", "ls"], ["health"]],
+    [
+        [],
+        ["run"],
+        ["query"],
+        ["send"],
+        ["store"],
+        ["store", "ls"],
+        ["health"],
+        ["bench"],
+        ["bridge-config"],
+    ],
 )
 def test_help_everywhere(args: list[str]) -> None:
     out = cli(*args, "--help")
@@ -52,11 +63,17 @@ def test_config_error_is_exit_2_naming_the_key(tmp_path: Path) -> None:
     out = cli("run", "-c", str(conf))
     assert out.returncode == 2
     assert b"mqtt.port" in out.stderr
-    import os
-
+    good = tmp_path / "good.yaml"
+    good.write_text("mqtt:\n  port: 1883\n")
     env = {**os.environ, "METAMANAGER_MQTT__QOS": "7"}
-    out = cli("run", "-c", str(conf.with_name("none.yaml")), env=env)
+    out = cli("run", "-c", str(good), env=env)
     assert out.returncode == 2
+    assert b"mqtt.qos" in out.stderr
+    pw = tmp_path / "pw.yaml"
+    pw.write_text("mqtt:\n  password_file: /nonexistent/pw\n")
+    out = cli("run", "-c", str(pw))
+    assert out.returncode == 2
+    assert b"mqtt.password_file" in out.stderr
 
 
 def test_query_send_and_store_ls(

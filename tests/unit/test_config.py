@@ -72,3 +72,48 @@ def test_unreadable_or_non_mapping_file_is_refused(tmp_path: Path) -> None:
     f.write_text("- a\n")
     with pytest.raises(ConfigError):
         config.load(f, environ={})
+
+
+def test_environment_text_is_read_by_the_key_type_not_as_yaml() -> None:
+    # Caught a bug: values went through YAML, so 0123 became 83 and 1.10 became 1.1.
+    cfg = config.from_mapping(
+        {},
+        {
+            "METAMANAGER_MQTT__CLIENT_ID": "0123",
+            "METAMANAGER_NODE__NAME": "1.10",
+            "METAMANAGER_MQTT__TLS__INSECURE": "yes",
+            "METAMANAGER_MQTT__PORT": " 1884 ",
+        },
+    )
+    assert cfg.mqtt.client_id == "0123"
+    assert cfg.node.name == "1.10"
+    assert cfg.mqtt.tls.insecure is True
+    assert cfg.mqtt.port == 1884
+
+
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [
+        ({"mqtt": {"password_file": "/nonexistent/pw"}}, "mqtt.password_file"),
+        ({"mqtt": {"tls": {"ca_file": "/nonexistent/ca.pem"}}}, "mqtt.tls.ca_file"),
+        ({"cloud": {"bridge_state_topic": "kubeedge/+/bridge"}}, "cloud.bridge_state_topic"),
+        ({"modules": {"local": ["edged", "a/b"]}}, "modules.local"),
+    ],
+)
+def test_files_topics_and_module_names_are_checked_at_start(
+    data: dict[str, object], key: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        config.from_mapping(data, {})
+    assert str(err.value).startswith(key + ":")
+
+
+@pytest.mark.parametrize("name", ["mosquitto.conf", "local.conf"])
+def test_shipped_broker_configs_pass_oversized_input_on_to_metamanager(name: str) -> None:
+    # Caught a bug: a broker limit equal to mqtt.max_payload dropped oversized input silently,
+    # so its sender never got error 400 too_large.
+    lines = (REPO / "mosquitto" / name).read_text().splitlines()
+    settings = dict(line.split(None, 1) for line in lines if line and not line.startswith("#"))
+    assert "message_size_limit" not in settings
+    assert int(settings["max_packet_size"]) > config.from_mapping({}, {}).mqtt.max_payload
+    assert settings["set_tcp_nodelay"] == "true"

@@ -426,3 +426,12 @@ def test_response_topic_one_cannot_publish_to_is_refused(harness: Harness, topic
     assert_well_formed(outcome)
     assert [p.topic for p in outcome.publishes] == [TOPICS.cloud]
     assert harness.snapshot() == before
+
+
+def test_a_dead_letter_cut_inside_a_character_is_still_text() -> None:
+    payload = ("é" * 3000).encode()  # 2 bytes each: the 4 KiB cut splits none, so add 1
+    letter = json.loads(intake.deadletter_payload("t", b"x" + payload, "bad_json", "why"))
+    assert letter["payload"].startswith("xé")
+    assert letter["truncated"] is True
+    binary = json.loads(intake.deadletter_payload("t", b"\xff" * 5000, "bad_encoding", "why"))
+    assert "payload_base64" in binary

@@ -473,3 +473,43 @@ def test_a_rolled_back_transaction_rolls_back_link_and_remote_queries(ops: Opera
         raise RuntimeError("the commit failed")
     assert ops.link.connected
     assert ops.pending_queries == 0
+
+
+def test_a_resource_version_too_long_for_int_is_not_a_number(ops: Operations) -> None:
+    # Caught a bug: int() of a 5000-digit string raises, which stopped the service on every
+    # start while the broker redelivered the input.
+    run(ops, msg("insert", "default/pod/a", pod(rv="5")))
+    result = run(ops, msg("update", "default/pod/a", pod(rv="9" * 5000), msg_id="u"))
+    assert result.outcome == "stored"
+
+
+def test_no_delta_is_json_equality_so_true_is_not_1(ops: Operations) -> None:
+    run(ops, msg("insert", "default/configmap/c", {"a": 1}))
+    result = run(ops, msg("update", "default/configmap/c", {"a": True}, msg_id="u"))
+    assert result.outcome == "stored"
+    assert ops.store.get("default/configmap/c").value == {"a": True}  # type: ignore[union-attr]
+
+
+def test_a_cloud_answer_after_the_asker_was_answered_is_dropped(ops: Operations) -> None:
+    _, cloud_id = ask_remote(ops)
+    connect(ops, up=False)  # the asker gets its answer locally now
+    late = run(
+        ops,
+        msg(
+            "response",
+            "default/configmap/app",
+            {"a": 1},
+            source="cloud",
+            msg_id="late",
+            parent=cloud_id,
+        ),
+    )
+    assert late.publishes == []
+    assert ops.store.get("default/configmap/app") is None
+
+
+def test_stopping_answers_the_queries_waiting_on_the_cloud(ops: Operations) -> None:
+    ask_remote(ops)
+    result = ops.answer_pending_locally()
+    assert only(result, EDGED)["content"]["code"] == 504
+    assert ops.pending_queries == 0
