@@ -236,3 +236,27 @@ def test_an_outbox_row_paho_refuses_is_dropped_not_fatal(tmp_path: Path) -> None
     service._flush_outbox_removals()
     assert [e.id for e in service.store.outbox_pending()] == [good.id]
     service.store.close()
+
+
+def test_a_clean_close_reads_until_the_peer_closes_so_no_reset_drops_our_last_bytes() -> None:
+    import socket
+
+    from mqtt_metamanager.transport import _drain_until_closed
+
+    ours, broker = socket.socketpair()
+    broker.sendall(b"x" * 20_000)  # inputs we will not read (a paused input link)
+    ours.sendall(b"acks+DISCONNECT")
+    got = []
+
+    def the_broker() -> None:
+        got.append(broker.recv(100))
+        while broker.recv(65536):  # our half-close arrives after our last bytes
+            pass
+        broker.close()
+
+    peer = threading.Thread(target=the_broker)
+    peer.start()
+    _drain_until_closed(ours, 5)
+    peer.join(5)
+    ours.close()
+    assert got == [b"acks+DISCONNECT"]
