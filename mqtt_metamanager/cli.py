@@ -148,11 +148,13 @@ def cmd_store_ls(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_health(cfg: Config, args: argparse.Namespace) -> int:
-    """Healthy when the service's retained status on the broker says ``online``."""
+    """Healthy when the service's retained status on the broker says ``online``: both of
+    its connections are up (losing either publishes its will, ``offline``)."""
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
     from .routing import Topics
+    from .transport import tls_context
 
     topic = Topics(cfg.mqtt.topic_prefix).status
     got: list[bytes] = []
@@ -160,6 +162,9 @@ def cmd_health(cfg: Config, args: argparse.Namespace) -> int:
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     if cfg.mqtt.username:
         client.username_pw_set(cfg.mqtt.username, config_mod.read_password(cfg.mqtt))
+    context = tls_context(cfg.mqtt)
+    if context is not None:  # the same broker settings as the service's two connections
+        client.tls_set_context(context)
 
     def on_connect(c: mqtt.Client, *_a: Any) -> None:
         c.subscribe(topic, qos=0)

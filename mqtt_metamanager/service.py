@@ -41,7 +41,14 @@ INTERNAL_RETRY = 2.0
 # Backpressure: while this many publishes await the broker's PUBACK, new inputs wait in
 # memory, unacknowledged. Bounds what a crash sends twice (outbox rows not yet acked).
 MAX_UNACKED_PUBLISHES = 512
+INPUT_WINDOW_BATCHES = 2
 STORE_RETRY = tenacity.wait_exponential(multiplier=0.5, max=30)
+
+
+def input_window(config: Config) -> int:
+    """How many inputs may be held at once (received, not yet acked): two batches, so one
+    can be read while the other commits. This, not the burst, bounds the memory inputs use."""
+    return INPUT_WINDOW_BATCHES * config.database.batch_max
 
 
 class Service:
@@ -65,7 +72,11 @@ class Service:
         if config.cloud.bridge_state_topic:
             subscriptions.append(config.cloud.bridge_state_topic)
         self.transport = Transport(
-            config.mqtt, self.events, subscriptions=subscriptions, status_topic=self.topics.status
+            config.mqtt,
+            self.events,
+            subscriptions=subscriptions,
+            status_topic=self.topics.status,
+            window=input_window(config),
         )
         self.timers = TimerQueue()
         self.counters: Counter[str] = Counter()
@@ -124,9 +135,10 @@ class Service:
         self.transport.stop()
         self.store.close()
         log.info(
-            "stopped: %s unacked_publishes=%d",
+            "stopped: %s unacked_publishes=%d max_held_inputs=%d",
             " ".join(f"{k}={v}" for k, v in sorted(self.counters.items())),
             len(self._inflight),
+            self.transport.max_held,
         )
 
     # -- the loop ---------------------------------------------------------------------------
@@ -185,6 +197,11 @@ class Service:
                 log.error("outbox: cannot read what the last run left, next connect: %s", exc)
                 return
             self._started_outbox = True
+            # Inputs may have been applied on this run before ``Connected`` (the input link
+            # reads the session's backlog before its SUBACK arrives): their rows are
+            # published already, awaiting PUBACK or removal. Only the last run's are owed.
+            ours = set(self._inflight.values()) | set(self._acked_outbox)
+            pending = [e for e in pending if e.id not in ours]
             if pending:
                 log.info("outbox: resending %d publishes left by the last run", len(pending))
             self._publish(pending)
@@ -407,6 +424,9 @@ class Service:
             **self.counters,
             "objects": objects,
             "outbox_inflight": len(self._inflight),
+            "held_inputs": self.transport.window.held,
+            "max_held_inputs": self.transport.max_held,
+            "input_window": self.transport.window.size,
             "remote_queries": self.ops.pending_queries,
             "cloud_connected": self.ops.link.connected,
             "timestamp": now_ms(),

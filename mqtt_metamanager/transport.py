@@ -1,8 +1,21 @@
-"""The MQTT transport: one paho 2.x client, MQTT v5, persistent session, manual acks.
+"""The MQTT transport: two paho 2.x connections (MQTT v5), one for input, one for output.
 
-paho runs its network loop in its own thread; everything it reports (connected, a message,
-a publish acknowledged) is put on one queue as an event, and the service loop is the only
-consumer. Publishing and acking from the service thread are thread-safe in paho.
+- The input link (``mqtt.client_id``, persistent session, manual acks) subscribes and
+  receives; the service acks each input on it after the input's commit. It is flow
+  controlled: paho's thread reads no further packet while ``window`` inputs are held
+  (received and not yet released by ``ack``), so TCP pushes back on the broker and a burst
+  costs this process at most ``window`` inputs of memory, whatever the broker's view of
+  Receive Maximum.
+- The output link (``<client_id>-out``, clean session: the outbox table covers crashes)
+  carries every publish, so their PUBACKs never queue behind inputs the broker is pushing
+  and a paused input link cannot stall them.
+
+Both carry the last will (retained ``offline``): metamanager serves only with both, so
+losing either means not online. ``online`` is published once both are up and the input
+link's subscriptions are acknowledged. Each link runs paho's network loop in its own
+thread; what they report (connected, a message, a publish acknowledged) goes on one queue
+as an event, and the service loop is its only consumer. Publishing and acking from the
+service thread are thread-safe in paho.
 """
 
 from __future__ import annotations
@@ -10,16 +23,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
+import select
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import tenacity
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, _ConnectionState
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -30,10 +45,13 @@ log = logging.getLogger(__name__)
 
 ONLINE = b"online"
 OFFLINE = b"offline"
-# Inputs the broker may have given us unacked at once (MQTT v5 Receive Maximum; without
-# it the default is 65535 and a burst lands in this process's memory all at once).
-RECEIVE_MAXIMUM = 1000
 RECV_CHUNK = 65536
+# How long paho's input thread waits for a free slot in the window before it looks
+# around (writes our acks and pings, checks the keepalive) and waits again.
+PAUSE_POLL = 0.05
+OUTPUT_SUFFIX = "-out"
+# How long a clean disconnect waits for the broker to close its side (see _Client._sock_close).
+CLOSE_DRAIN = 2.0
 
 
 @dataclass(frozen=True)
@@ -92,6 +110,49 @@ class _Client(mqtt.Client):
     _rsock: Any = None
     _rbuf = b""
     _rpos = 0
+    window: Window | None = None  # the input link's flow control; None: read freely
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._wake_lock = threading.Lock()
+        self._wake_pending = False
+
+    def _packet_queue(
+        self,
+        command: int,
+        packet: bytes | bytearray,
+        mid: int,
+        qos: int,
+        info: mqtt.MQTTMessageInfo | None = None,
+    ) -> MQTTErrorCode:
+        # paho wakes its network thread with a byte on its socket pair for every packet
+        # queued (each publish, each ack): a syscall and a thread switch each. One wake-up
+        # is enough until the thread starts writing (``loop_write`` clears the flag before
+        # it takes packets, so a packet queued after that sends a new one).
+        if self._thread is None or self._sockpairW is None:
+            return super()._packet_queue(command, packet, mid, qos, info)
+        out = {
+            "command": command,
+            "mid": mid,
+            "qos": qos,
+            "pos": 0,
+            "to_process": len(packet),
+            "packet": packet,
+            "info": info,
+        }
+        with self._wake_lock:
+            self._out_packet.append(out)  # type: ignore[arg-type]
+            if self._wake_pending:
+                return MQTTErrorCode.MQTT_ERR_SUCCESS
+            self._wake_pending = True
+        with contextlib.suppress(BlockingIOError):
+            self._sockpairW.send(b"0")
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def loop_write(self) -> MQTTErrorCode:
+        with self._wake_lock:
+            self._wake_pending = False
+        return super().loop_write()
 
     def _sock_recv(self, bufsize: int) -> bytes:
         if self._rsock is not self._sock:  # a new connection: nothing of the old one is kept
@@ -107,13 +168,107 @@ class _Client(mqtt.Client):
     def _buffered(self) -> bool:
         return self._sock is not None and self._rsock is self._sock and self._rpos < len(self._rbuf)
 
+    def _sock_close(self) -> None:
+        # paho closes the socket right after writing our DISCONNECT. If unread bytes sit in
+        # the receive buffer then (the input link stops reading while its window is full, so
+        # under a burst they always do), the kernel answers close() with a RST, and the
+        # broker's kernel drops what it had not yet read: our last acks and the DISCONNECT.
+        # Those inputs, already applied, would come again. So on a disconnect we asked for:
+        # half-close (a FIN behind the acks and the DISCONNECT), read and drop whatever the
+        # broker still sends (unacked inputs, which it keeps for the session), until it
+        # closes its side, then close.
+        sock = self._sock
+        if sock is not None and self._state == _ConnectionState.MQTT_CS_DISCONNECTING:
+            _drain_until_closed(sock, CLOSE_DRAIN)
+        super()._sock_close()
+
+    def _loop(self, timeout: float = 1.0) -> MQTTErrorCode:
+        # Bytes left in the buffer while the window was full are invisible to select():
+        # parse them first once there is room, and poll while some remain.
+        if self._buffered():
+            window = self.window
+            if window is None or window.is_open() or window.wait(PAUSE_POLL):
+                rc = self.loop_read()
+                if rc or self._sock is None:
+                    return rc
+            if self._buffered():
+                timeout = min(timeout, PAUSE_POLL)
+        return super()._loop(timeout)
+
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
         # paho stops after a number of packets and then waits in select(), which knows
         # nothing of bytes already read into the buffer: keep going until it is empty.
-        rc = super().loop_read(max_packets)
-        while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._buffered():
+        # With a window, no packet is read while it is full (the link only receives, so
+        # paho reads one packet per call): the rest stays in the buffer or in the socket.
+        rc = MQTTErrorCode.MQTT_ERR_SUCCESS
+        while True:
+            window = self.window
+            if window is not None and not window.is_open() and not window.wait(PAUSE_POLL):
+                return rc  # full: let paho write acks and pings, then come back
             rc = super().loop_read(max_packets)
-        return rc
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or not self._buffered():
+                return rc
+
+
+class Window:
+    """Flow control of the input link: at most ``size`` inputs held at once.
+
+    An input is held from the moment paho reads it (``take``, paho's thread) until the
+    service is done with it (``release``, after its ack). Once full, the window opens again
+    when half of it is free (a batch's acks), not at every ack: one wake-up of paho's
+    thread per batch instead of one per input. A new connection starts empty: inputs of
+    an earlier one are never acked on it (see ``Transport.ack``).
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.low = size // 2
+        self.held = 0
+        self.max_held = 0  # the high-water mark, for metrics and tests
+        self._lock = threading.Lock()
+        self._open = threading.Event()
+        self._open.set()
+
+    def take(self) -> None:
+        with self._lock:
+            self.held += 1
+            self.max_held = max(self.max_held, self.held)
+            if self.held >= self.size:
+                self._open.clear()
+
+    def release(self) -> None:
+        with self._lock:
+            self.held = max(0, self.held - 1)
+            if self.held <= self.low:
+                self._open.set()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.held = 0
+            self._open.set()
+
+    def is_open(self) -> bool:
+        return self._open.is_set()
+
+    def wait(self, timeout: float) -> bool:
+        """True when another input may be read (waits up to ``timeout`` for a slot)."""
+        return self._open.wait(timeout)
+
+
+def _drain_until_closed(sock: Any, timeout: float) -> None:
+    """Half-close ``sock`` and read until the peer closes (or ``timeout``), dropping the data."""
+    deadline = time.monotonic() + timeout
+    with contextlib.suppress(OSError, ValueError):
+        sock.shutdown(socket.SHUT_WR)  # on TLS: leaves the raw socket, fine for dropping bytes
+        while (left := deadline - time.monotonic()) > 0:
+            readable, _w, _x = select.select([sock], [], [], left)
+            if not readable:
+                return
+            try:
+                if not sock.recv(RECV_CHUNK):
+                    return
+            except (BlockingIOError, ssl.SSLWantReadError):
+                continue
 
 
 def tls_context(config: MQTTConfig) -> ssl.SSLContext | None:
@@ -129,27 +284,35 @@ def tls_context(config: MQTTConfig) -> ssl.SSLContext | None:
     return context
 
 
-class Transport:
-    """The service's broker connection; events go to ``events``."""
+class Link:
+    """One MQTT connection: a paho client with its own network thread.
+
+    The transport uses two (see ``Transport``). A link knows its broker, its session and its
+    last will; what its callbacks mean is the transport's business.
+    """
 
     def __init__(
         self,
         config: MQTTConfig,
-        events: queue.SimpleQueue[Event],
+        name: str,
         *,
-        subscriptions: Sequence[str],
-        status_topic: str,
+        client_id: str,
+        clean_start: bool,
+        session_expiry: int,
+        will_topic: str,
+        manual_ack: bool = False,
+        receive_maximum: int = 0,
     ) -> None:
         self.config = config
-        self.events = events
-        self.subscriptions = list(subscriptions)
-        self.status_topic = status_topic
-        self._connection = 0  # bumped on every connect and disconnect (network thread)
+        self.name = name
+        self.clean_start = clean_start
+        self.session_expiry = session_expiry
+        self.receive_maximum = receive_maximum
         client = _Client(
             CallbackAPIVersion.VERSION2,
-            client_id=config.client_id,
+            client_id=client_id,
             protocol=mqtt.MQTTv5,
-            manual_ack=True,
+            manual_ack=manual_ack,
         )
         # No limit in paho: the service's backpressure (MAX_UNACKED_PUBLISHES) bounds what
         # awaits a PUBACK, and with a limit paho scans every unacked publish on each PUBACK
@@ -157,20 +320,16 @@ class Transport:
         client.max_inflight_messages_set(0)
         client.max_queued_messages_set(0)
         client.reconnect_delay_set(min_delay=1, max_delay=30)
-        client.will_set(status_topic, OFFLINE, qos=1, retain=True)
+        # Both links carry the will: the process dying, or either link dropping, means
+        # metamanager cannot serve, and the status says so.
+        client.will_set(will_topic, OFFLINE, qos=1, retain=True)
         if config.username:
             client.username_pw_set(config.username, read_password(config))
         context = tls_context(config)
         if context is not None:
             client.tls_set_context(context)
         client.on_socket_open = lambda _c, _u, sock: set_nodelay(sock)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
-        client.on_publish = self._on_publish
         self.client = client
-
-    # -- lifecycle -------------------------------------------------------------------------
 
     def start(self, attempts: int = 0, cancel: threading.Event | None = None) -> bool:
         """Connect (retrying with backoff; ``attempts`` 0 = forever), then run paho's thread.
@@ -179,8 +338,9 @@ class Transport:
         (a SIGTERM must not wait for a broker that never comes).
         """
         props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = self.config.session_expiry
-        props.ReceiveMaximum = RECEIVE_MAXIMUM
+        props.SessionExpiryInterval = self.session_expiry
+        if self.receive_maximum:
+            props.ReceiveMaximum = self.receive_maximum
         cancel = cancel or threading.Event()
         stop: tenacity.stop.stop_base = tenacity.stop_when_event_set(cancel)
         if attempts:
@@ -207,7 +367,7 @@ class Transport:
                 self.config.host,
                 self.config.port,
                 keepalive=self.config.keepalive,
-                clean_start=False,
+                clean_start=self.clean_start,
                 properties=props,
             )
 
@@ -221,12 +381,94 @@ class Transport:
         return True
 
     def stop(self) -> None:
-        """Publish ``offline`` (the will only fires on an unclean loss) and disconnect."""
-        info = self.client.publish(self.status_topic, OFFLINE, qos=1, retain=True)
-        with contextlib.suppress(RuntimeError, ValueError):  # not connected: the will covers it
-            info.wait_for_publish(timeout=2)
         self.client.disconnect()
         self.client.loop_stop()
+
+
+class Transport:
+    """The service's broker connections; events go to ``events``."""
+
+    def __init__(
+        self,
+        config: MQTTConfig,
+        events: queue.SimpleQueue[Event],
+        *,
+        subscriptions: Sequence[str],
+        status_topic: str,
+        window: int,
+    ) -> None:
+        self.config = config
+        self.events = events
+        self.subscriptions = list(subscriptions)
+        self.status_topic = status_topic
+        self.window = Window(window)
+        self.input = Link(
+            config,
+            "input",
+            client_id=config.client_id,
+            clean_start=False,
+            session_expiry=config.session_expiry,
+            will_topic=status_topic,
+            manual_ack=True,
+            # A broker that honours it sends no more than the window; mosquitto 2.0.11
+            # does not once acks interleave (docs/performance.md), the window still holds.
+            receive_maximum=min(window, 65535),
+        )
+        self.output = Link(
+            config,
+            "output",
+            client_id=config.client_id + OUTPUT_SUFFIX,
+            clean_start=True,
+            session_expiry=0,
+            will_topic=status_topic,
+        )
+        self.input.client.window = self.window
+        self._lock = threading.Lock()  # the two network threads report to the same state
+        self._input_ready = False  # connected, and its subscriptions acknowledged
+        self._output_ready = False
+        self._session_present = False
+        self._subscribe_mid: int | None = None
+        self._connection = 0  # bumped on every connect and disconnect of the input link
+        i, o = self.input.client, self.output.client
+        i.on_connect = self._on_input_connect
+        i.on_subscribe = self._on_subscribe
+        i.on_disconnect = self._on_input_disconnect
+        i.on_message = self._on_message
+        o.on_connect = self._on_output_connect
+        o.on_disconnect = self._on_output_disconnect
+        o.on_publish = self._on_publish
+
+    @property
+    def client(self) -> mqtt.Client:
+        """The publishing client (the output link's)."""
+        return self.output.client
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self, attempts: int = 0, cancel: threading.Event | None = None) -> bool:
+        """Connect both links (retrying with backoff; ``attempts`` 0 = forever) and run
+        their threads. False, with nothing left connected, when ``cancel`` is set while the
+        broker is away (a SIGTERM must not wait for a broker that never comes)."""
+        if not self.output.start(attempts, cancel):
+            return False
+        try:
+            started = self.input.start(attempts, cancel)
+        except BaseException:
+            self.output.stop()
+            raise
+        if not started:
+            self.output.stop()
+        return started
+
+    def stop(self) -> None:
+        """Stop taking input, publish ``offline`` (a will only fires on an unclean loss)
+        and disconnect. Acks already handed to paho go out before the input link's
+        DISCONNECT; a clean disconnect sends neither link's will."""
+        self.input.stop()
+        info = self.output.client.publish(self.status_topic, OFFLINE, qos=1, retain=True)
+        with contextlib.suppress(RuntimeError, ValueError):  # not connected: the will covers it
+            info.wait_for_publish(timeout=2)
+        self.output.stop()
 
     # -- use ---------------------------------------------------------------------------------
 
@@ -235,45 +477,97 @@ class Transport:
         if out.correlation is not None:
             props = Properties(PacketTypes.PUBLISH)
             props.CorrelationData = out.correlation
-        info = self.client.publish(
+        info = self.output.client.publish(
             out.topic, out.payload, qos=qos, retain=out.retain, properties=props
         )
         return int(info.mid)
 
     def ack(self, received: Received) -> None:
-        """Acknowledge an input, unless it came on an earlier connection.
+        """Acknowledge an input (QoS 1 and 2) and free its place in the window, unless it
+        came on an earlier connection of the input link.
 
         Packet ids are per connection: after a reconnect the same id may name another,
         unprocessed message. A stale input is left unacked; with a session the broker
         sends it again (the msg_id de-duplication answers it), without one it is gone
-        from the broker anyway.
+        from the broker anyway. It holds no place in the new connection's window.
         """
-        if received.qos > 0 and received.connection == self._connection:
-            self.client.ack(received.mid, received.qos)
-
-    # -- paho callbacks (network thread) -----------------------------------------------------
-
-    def _on_connect(self, client: mqtt.Client, _u: Any, flags: Any, reason: Any, _p: Any) -> None:
-        if reason.is_failure:
-            log.error("broker refused connection: %s", reason)
+        if received.connection != self._connection:
             return
-        self._connection += 1
-        client.subscribe([(topic, self.config.qos) for topic in self.subscriptions])
-        client.publish(self.status_topic, ONLINE, qos=1, retain=True)
-        log.info(
-            "connected to %s:%d session_present=%s",
-            self.config.host,
-            self.config.port,
-            flags.session_present,
-        )
-        self.events.put(Connected(bool(flags.session_present)))
+        self.window.release()  # first: the ack's wake-up of paho's thread finds room
+        if received.qos > 0:
+            self.input.client.ack(received.mid, received.qos)
 
-    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
-        self._connection += 1
-        log.warning("disconnected from broker: %s", reason)
-        self.events.put(Disconnected(str(reason)))
+    @property
+    def max_held(self) -> int:
+        """The most inputs held at once since start (never above the window)."""
+        return self.window.max_held
+
+    # -- paho callbacks (network threads) ----------------------------------------------------
+
+    def _on_input_connect(
+        self, client: mqtt.Client, _u: Any, flags: Any, reason: Any, _p: Any
+    ) -> None:
+        if reason.is_failure:
+            log.error("broker refused the input connection: %s", reason)
+            return
+        with self._lock:
+            self._connection += 1
+            self.window.reset()
+            self._session_present = bool(flags.session_present)
+            _rc, self._subscribe_mid = client.subscribe(
+                [(topic, self.config.qos) for topic in self.subscriptions]
+            )
+        log.info("input link up, session_present=%s", flags.session_present)
+
+    def _on_subscribe(self, _c: mqtt.Client, _u: Any, mid: int, _r: Any, _p: Any) -> None:
+        with self._lock:
+            if mid != self._subscribe_mid:
+                return
+            self._input_ready = True
+            self._announce()
+
+    def _on_input_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        with self._lock:
+            self._connection += 1
+            self.window.reset()
+            self._input_ready = False
+        log.warning("input disconnected from broker: %s", reason)
+        self.events.put(Disconnected(f"input: {reason}"))
+
+    def _on_output_connect(
+        self, _c: mqtt.Client, _u: Any, _flags: Any, reason: Any, _p: Any
+    ) -> None:
+        if reason.is_failure:
+            log.error("broker refused the output connection: %s", reason)
+            return
+        log.info("output link up")
+        with self._lock:
+            self._output_ready = True
+            self._announce()
+
+    def _on_output_disconnect(
+        self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any
+    ) -> None:
+        with self._lock:
+            self._output_ready = False
+        log.warning("output disconnected from broker: %s", reason)
+        self.events.put(Disconnected(f"output: {reason}"))
+
+    def _announce(self) -> None:
+        """Both links up (called with the lock held): ``online``, and tell the service.
+        Each link's drop published its will; whichever comes back last says ``online``."""
+        if self._input_ready and self._output_ready:
+            self.output.client.publish(self.status_topic, ONLINE, qos=1, retain=True)
+            log.info(
+                "connected to %s:%d (input and output links) session_present=%s",
+                self.config.host,
+                self.config.port,
+                self._session_present,
+            )
+            self.events.put(Connected(self._session_present))
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        self.window.take()
         props = getattr(msg, "properties", None)
         response_topic = getattr(props, "ResponseTopic", None) if props else None
         correlation = getattr(props, "CorrelationData", None) if props else None

@@ -335,3 +335,22 @@ def test_periodic_podstatus_sync_while_connected(
     wait_until(lambda: len(syncs()) >= 2, 10, "the reconnect sync and a periodic one")
     assert all(s["content"] == [{"phase": "Running"}] for s in syncs())
     assert all(s["route"]["operation"] == "update" for s in syncs())
+
+
+def test_a_burst_holds_no_more_inputs_than_the_window(
+    make_service: MakeService, watcher: Watcher, publisher: Publisher
+) -> None:
+    # mosquitto 2.0.11 ignores Receive Maximum once acks interleave: on one connection a
+    # burst of N inputs put up to ~N of them in the process's memory (docs/performance.md).
+    # The input link now stops reading at the window (2 batches), whatever the burst.
+    batch_max, count = 8, 3000
+    svc = make_service(**{"database.batch_max": batch_max, "logging.level": "INFO"})
+    for i in range(count):  # all at once, as the cloud does after an outage
+        m = envelope("insert", f"default/pod/burst-{i}", {"i": i}, msg_id=f"burst-{i}")
+        publisher.client.publish(IN, json.dumps(m), qos=1)
+    wait_until(lambda: len(watcher.on(CLOUD)) >= count, 60, "a reply to every input")
+    assert len({m["header"]["parent_msg_id"] for m in watcher.on(CLOUD)}) == count
+    assert svc.stop() == 0
+    stop_line = next(line for line in svc.logs().splitlines() if "stopped:" in line)
+    max_held = int(stop_line.split("max_held_inputs=")[1].split()[0])
+    assert 0 < max_held <= 2 * batch_max, stop_line

@@ -19,7 +19,7 @@ import pytest
 from mqtt_metamanager import config as config_mod
 from mqtt_metamanager.service import Service
 from mqtt_metamanager.store import Store, StoreError
-from mqtt_metamanager.transport import Event, Published, Received, Transport
+from mqtt_metamanager.transport import Connected, Event, Published, Received, Transport
 
 
 def _config(tmp_path: Path) -> config_mod.Config:
@@ -31,16 +31,19 @@ def _config(tmp_path: Path) -> config_mod.Config:
 def _transport(tmp_path: Path) -> Transport:
     events: queue.SimpleQueue[Event] = queue.SimpleQueue()
     cfg = _config(tmp_path)
-    return Transport(cfg.mqtt, events, subscriptions=["t"], status_topic="s")
+    return Transport(cfg.mqtt, events, subscriptions=["t"], status_topic="s", window=4)
 
 
 def _connect(t: Transport, client: Any) -> None:
-    t._on_connect(client, None, mock.Mock(session_present=False), mock.Mock(is_failure=False), None)
+    client.subscribe.return_value = (0, 1)
+    flags, ok = mock.Mock(session_present=False), mock.Mock(is_failure=False)
+    t._on_input_connect(client, None, flags, ok, None)
+    t._on_subscribe(client, None, 1, [], None)
 
 
-def _message(t: Transport, mid: int) -> Received:
-    msg = mock.Mock(topic="t", payload=b"{}", mid=mid, qos=1, properties=None)
-    t._on_message(t.client, None, msg)
+def _message(t: Transport, mid: int, qos: int = 1) -> Received:
+    msg = mock.Mock(topic="t", payload=b"{}", mid=mid, qos=qos, properties=None)
+    t._on_message(t.input.client, None, msg)
     while True:
         event = t.events.get_nowait()
         if isinstance(event, Received):
@@ -52,15 +55,74 @@ def test_an_input_from_an_earlier_connection_is_not_acked(tmp_path: Path) -> Non
     # whatever new message the broker numbered 7, before it was processed.
     t = _transport(tmp_path)
     client = mock.Mock()
-    t.client = client
+    t.input.client = client
     _connect(t, client)
     before = _message(t, 7)
-    t._on_disconnect(client, None, None, "gone", None)
+    t._on_input_disconnect(client, None, None, "gone", None)
     _connect(t, client)
     after = _message(t, 8)
     t.ack(before)
     t.ack(after)
     client.ack.assert_called_once_with(8, 1)
+
+
+def test_the_input_window_closes_when_full_and_opens_on_ack(tmp_path: Path) -> None:
+    # mosquitto 2.0.11 ignores Receive Maximum once acks interleave: without a window of
+    # its own the process held as many inputs as the burst had (docs/performance.md).
+    t = _transport(tmp_path)
+    client = mock.Mock()
+    t.input.client = client
+    _connect(t, client)
+    held = [_message(t, mid, qos=mid % 2) for mid in range(1, 5)]  # QoS 0 is held too
+    assert not t.window.wait(0) and t.window.held == 4 == t.max_held
+    t.ack(held[0])
+    assert not t.window.wait(0) and t.window.held == 3  # opens again when half is free
+    t.ack(held[1])
+    assert t.window.wait(0) and t.window.held == 2
+    t._on_input_disconnect(client, None, None, "gone", None)  # a new connection starts empty
+    assert t.window.wait(0) and t.window.held == 0
+    t.ack(held[2])  # stale: neither acked nor counted against the new connection
+    assert t.window.held == 0 and client.ack.call_count == 1
+
+
+def test_a_full_window_stops_paho_reading(tmp_path: Path) -> None:
+    # The input link's thread reads no packet while the window is full; it returns to
+    # paho's loop (so acks and pings still go out) and reads again once a slot is free.
+    t = _transport(tmp_path)
+    client = t.input.client
+    for _ in range(4):
+        t.window.take()
+    with mock.patch("paho.mqtt.client.Client.loop_read") as read:
+        assert client.loop_read() == 0
+        read.assert_not_called()
+        t.window.release()
+        t.window.release()
+        client._sock = None  # nothing buffered: one read, then back to select()
+        read.return_value = 0
+        assert client.loop_read() == 0
+        read.assert_called_once()
+
+
+def test_online_needs_both_links(tmp_path: Path) -> None:
+    # The status means "can serve": inputs come on one link and replies leave on the other.
+    t = _transport(tmp_path)
+    t.input.client, t.output.client = mock.Mock(), mock.Mock()
+    ok = mock.Mock(is_failure=False)
+    _connect(t, t.input.client)
+    t.output.client.publish.assert_not_called()
+    t._on_output_connect(t.output.client, None, None, ok, None)
+    t.output.client.publish.assert_called_once_with("s", b"online", qos=1, retain=True)
+    assert any(isinstance(e, Connected) for e in _drain(t))
+    t._on_output_disconnect(t.output.client, None, None, "gone", None)
+    t._on_output_connect(t.output.client, None, None, ok, None)  # back: online again
+    assert t.output.client.publish.call_count == 2
+
+
+def _drain(t: Transport) -> list[Event]:
+    out: list[Event] = []
+    while not t.events.empty():
+        out.append(t.events.get_nowait())
+    return out
 
 
 def test_first_connect_gives_up_when_cancelled(tmp_path: Path) -> None:
@@ -75,7 +137,7 @@ def test_first_connect_gives_up_when_cancelled(tmp_path: Path) -> None:
             cancel.set()
         raise ConnectionRefusedError("down")
 
-    with mock.patch.object(t.client, "connect", side_effect=refuse):
+    with mock.patch.object(t.output.client, "connect", side_effect=refuse):
         assert t.start(cancel=cancel) is False
     assert len(calls) == 3
 
@@ -174,3 +236,27 @@ def test_an_outbox_row_paho_refuses_is_dropped_not_fatal(tmp_path: Path) -> None
     service._flush_outbox_removals()
     assert [e.id for e in service.store.outbox_pending()] == [good.id]
     service.store.close()
+
+
+def test_a_clean_close_reads_until_the_peer_closes_so_no_reset_drops_our_last_bytes() -> None:
+    import socket
+
+    from mqtt_metamanager.transport import _drain_until_closed
+
+    ours, broker = socket.socketpair()
+    broker.sendall(b"x" * 20_000)  # inputs we will not read (a paused input link)
+    ours.sendall(b"acks+DISCONNECT")
+    got = []
+
+    def the_broker() -> None:
+        got.append(broker.recv(100))
+        while broker.recv(65536):  # our half-close arrives after our last bytes
+            pass
+        broker.close()
+
+    peer = threading.Thread(target=the_broker)
+    peer.start()
+    _drain_until_closed(ours, 5)
+    peer.join(5)
+    ours.close()
+    assert got == [b"acks+DISCONNECT"]

@@ -9,7 +9,7 @@ import pytest
 
 from mqtt_metamanager.routing import Outgoing
 from mqtt_metamanager.service import Service
-from mqtt_metamanager.transport import Published, Received
+from mqtt_metamanager.transport import Connected, Published, Received
 from tests.support import envelope
 from tests.unit.conftest import OfflineService
 
@@ -55,3 +55,17 @@ def test_a_local_query_is_answered_without_an_outbox_row_or_a_write(
     svc.events.put(Published(3))
     svc.step(0)
     assert svc.store.changes() == before
+
+
+def test_the_first_connect_resends_only_rows_left_by_the_last_run(
+    service: tuple[Service, list[Outgoing]],
+) -> None:
+    # The input link can deliver the session's backlog before its SUBACK, so inputs of this
+    # run may be applied (and their publishes in flight) before ``Connected``.
+    svc, published = service
+    svc._process([received(envelope("insert", "ns/pod/a", {"metadata": {"name": "a"}}), 1)])
+    assert len(published) == 2 and len(svc.store.outbox_pending()) == 2
+    svc.events.put(Connected(True))
+    svc.step(0)
+    # the connection status only; the two in-flight rows are not sent again
+    assert [p.topic for p in published[2:]] == [svc.ops.connection_publish().topic]
