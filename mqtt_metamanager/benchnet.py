@@ -23,8 +23,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from .pahoclient import set_nodelay
 from .routing import Topics
-from .transport import ONLINE, set_nodelay
+from .transport import ONLINE
 
 MAX_INFLIGHT = 1000
 POLL = 0.05

@@ -21,8 +21,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from .envelope import BadMessage, Message, decode
+from .pahoclient import set_nodelay
 from .routing import Topics
-from .transport import set_nodelay
 
 
 class ClientError(RuntimeError):

@@ -241,7 +241,7 @@ def test_an_outbox_row_paho_refuses_is_dropped_not_fatal(tmp_path: Path) -> None
 def test_a_clean_close_reads_until_the_peer_closes_so_no_reset_drops_our_last_bytes() -> None:
     import socket
 
-    from mqtt_metamanager.transport import _drain_until_closed
+    from mqtt_metamanager.pahoclient import drain_until_closed
 
     ours, broker = socket.socketpair()
     broker.sendall(b"x" * 20_000)  # inputs we will not read (a paused input link)
@@ -256,7 +256,7 @@ def test_a_clean_close_reads_until_the_peer_closes_so_no_reset_drops_our_last_by
 
     peer = threading.Thread(target=the_broker)
     peer.start()
-    _drain_until_closed(ours, 5)
+    drain_until_closed(ours, 5)
     peer.join(5)
     ours.close()
     assert got == [b"acks+DISCONNECT"]
