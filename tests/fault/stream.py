@@ -18,7 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from tests.support import CLOUD, EDGED, HOST, IN, STATUS, envelope, wait_until
+from tests.support import CLOUD, EDGED, HOST, IN, STATUS, ServiceProcess, envelope, wait_until
 
 SESSION_EXPIRY = 600
 
@@ -199,3 +199,18 @@ def check_store(path: Path, stream: Stream, figures: Figures) -> None:
     )
     figures.extra["outbox_left"] = outbox
     assert integrity == "ok", f"PRAGMA integrity_check: {integrity}"
+
+
+def finish_run(
+    svc: ServiceProcess, stream: Stream, recorder: Recorder, figures: Figures, started: float
+) -> None:
+    """The end of every fault run: the stream is all sent, answered and stored, once each
+    at least; the service stops cleanly; nothing is lost and the outbox is empty."""
+    stream.wait_published(60)
+    settle_and_count(recorder, stream, figures)
+    assert svc.stop() == 0
+    figures.seconds = time.monotonic() - started
+    check_store(svc.db_path, stream, figures)
+    stream.close()
+    assert figures.losses == 0, figures.line()
+    assert figures.extra["outbox_left"] == 0, figures.line()

@@ -6,7 +6,7 @@ import signal
 import time
 from collections.abc import Callable
 
-from tests.fault.stream import Figures, Recorder, Stream, check_store, settle_and_count
+from tests.fault.stream import Figures, Recorder, Stream, finish_run
 from tests.support import Broker, Publisher, ServiceProcess, Watcher, envelope, reply_to, wait_until
 
 RESTART_MESSAGES = 2000
@@ -34,14 +34,7 @@ def test_broker_restart_mid_stream_loses_nothing(
         wait_until(lambda n=n: svc.logs().count("connected to") >= n + 1, 30, "a reconnect")
         wait_until(lambda: recorder.last_status() == b"online", 15, "status online again")
         assert svc.proc is not None and svc.proc.poll() is None, svc.logs()
-    stream.wait_published(60)
-    settle_and_count(recorder, stream, figures)
-    assert svc.stop() == 0
-    figures.seconds = time.monotonic() - started
-    check_store(svc.db_path, stream, figures)
-    stream.close()
-    assert figures.losses == 0, figures.line()
-    assert figures.extra["outbox_left"] == 0
+    finish_run(svc, stream, recorder, figures, started)
 
 
 def test_broker_restart_without_session_resubscribes_and_goes_online(
