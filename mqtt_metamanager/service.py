@@ -23,6 +23,7 @@ import tenacity
 from . import intake
 from .config import Config
 from .envelope import now_ms
+from .ledger import UNLOGGED, PublishLedger
 from .operations import Operations
 from .outcome import Inbound, Result
 from .remote_query import RemoteQueryPolicy
@@ -34,7 +35,6 @@ from .transport import Connected, Disconnected, Event, Published, Received, Tran
 log = logging.getLogger(__name__)
 
 IDLE_WAKE = 1.0
-UNLOGGED = 0  # the OutboxEntry id of a publish that needs no outbox row (see ``_owed``)
 PRUNE_INTERVAL = 60.0
 DRAIN_TIMEOUT = 5.0
 INTERNAL_RETRY = 2.0
@@ -80,8 +80,7 @@ class Service:
         )
         self.timers = TimerQueue()
         self.counters: Counter[str] = Counter()
-        self._inflight: dict[int, int] = {}  # paho mid -> outbox row id
-        self._acked_outbox: list[int] = []
+        self.ledger = PublishLedger()
         self._held: deque[Received] = deque()  # inputs received, not yet taken
         self._failures: dict[int, int] = {}  # input mid -> store failures so far
         self._stop = threading.Event()
@@ -129,7 +128,7 @@ class Service:
             # Nobody will be waiting for the cloud's answer after we are gone: answer now.
             self._internal(self.ops.answer_pending_locally, retry=False)
         deadline = time.monotonic() + DRAIN_TIMEOUT
-        while self._inflight and time.monotonic() < deadline:
+        while self.ledger.unacked and time.monotonic() < deadline:
             self._collect(0.1, handle_inputs=False)
         self._flush_outbox_removals()
         self.transport.stop()
@@ -137,7 +136,7 @@ class Service:
         log.info(
             "stopped: %s unacked_publishes=%d max_held_inputs=%d",
             " ".join(f"{k}={v}" for k, v in sorted(self.counters.items())),
-            len(self._inflight),
+            self.ledger.unacked,
             self.transport.max_held,
         )
 
@@ -148,7 +147,7 @@ class Service:
         batch = self._collect(timeout, handle_inputs=True)
         if batch:
             self._process(batch)
-        elif self._acked_outbox:
+        elif self.ledger.has_deletions:
             self._flush_outbox_removals()
         self.timers.run_due()
 
@@ -167,9 +166,7 @@ class Service:
                 if handle_inputs:
                     self._held.append(event)
             elif isinstance(event, Published):
-                row = self._inflight.pop(event.mid, None)
-                if row:  # None: not ours; UNLOGGED: no row to remove
-                    self._acked_outbox.append(row)
+                self.ledger.acked(event.mid)
             elif isinstance(event, Connected):
                 self._on_connected()
             elif isinstance(event, Disconnected):
@@ -185,7 +182,7 @@ class Service:
         return [self._held.popleft() for _ in range(min(batch_max, len(self._held)))]
 
     def _backpressured(self) -> bool:
-        return len(self._inflight) >= MAX_UNACKED_PUBLISHES
+        return self.ledger.unacked >= MAX_UNACKED_PUBLISHES
 
     def _on_connected(self) -> None:
         # Our view of the cloud link replaces whatever an earlier run left retained.
@@ -200,7 +197,7 @@ class Service:
             # Inputs may have been applied on this run before ``Connected`` (the input link
             # reads the session's backlog before its SUBACK arrives): their rows are
             # published already, awaiting PUBACK or removal. Only the last run's are owed.
-            ours = set(self._inflight.values()) | set(self._acked_outbox)
+            ours = self.ledger.known_rows()
             pending = [e for e in pending if e.id not in ours]
             if pending:
                 log.info("outbox: resending %d publishes left by the last run", len(pending))
@@ -210,7 +207,7 @@ class Service:
         try:
             with self.ops.undo_on_error(), self.store.atomic():
                 done = [self._apply(r) for r in batch]
-                self._remove_acked_outbox()
+                self.ledger.delete_acked(self.store)
         except StoreError as exc:
             if len(batch) > 1:
                 # One bad apple must not hold up the rest: retry each in its own transaction.
@@ -226,7 +223,7 @@ class Service:
                 return
             self._unprocessable(batch[0], exc)
             return
-        self._outbox_removals_committed()
+        self.ledger.committed()
         for received, entries, result in done:
             self._publish(entries)
             self._arm(result)
@@ -345,29 +342,18 @@ class Service:
                 # this loop again on every start. Dropped with the reason in the log.
                 log.error("outbox row %d can never be sent, dropped: %s", entry.id, exc)
                 self.counters["unpublishable"] += 1
-                if entry.id != UNLOGGED:
-                    self._acked_outbox.append(entry.id)
+                self.ledger.dropped(entry.id)
                 continue
-            self._inflight[mid] = entry.id
-
-    def _remove_acked_outbox(self) -> None:
-        # Called inside a transaction: the list is cleared only once that commits
-        # (``_outbox_removals_committed``), so a rollback does not forget acked rows
-        # (they would be sent again, as duplicates, after the next restart).
-        if self._acked_outbox:
-            self.store.outbox_remove(self._acked_outbox)
-
-    def _outbox_removals_committed(self) -> None:
-        self._acked_outbox = []
+            self.ledger.sent(mid, entry.id)
 
     def _flush_outbox_removals(self) -> None:
         try:
             with self.store.atomic():
-                self._remove_acked_outbox()
+                self.ledger.delete_acked(self.store)
         except StoreError as exc:
             log.error("outbox cleanup failed, will retry: %s", exc)
         else:
-            self._outbox_removals_committed()
+            self.ledger.committed()
 
     # -- timers ------------------------------------------------------------------------------
 
@@ -385,13 +371,13 @@ class Service:
             with self.ops.undo_on_error(), self.store.atomic():
                 result = work()
                 entries = self.store.outbox_add(result.publishes)
-                self._remove_acked_outbox()
+                self.ledger.delete_acked(self.store)
         except StoreError as exc:
             log.error("internal work failed%s: %s", ", will retry" if retry else "", exc)
             if retry:
                 self.timers.call_later(INTERNAL_RETRY, functools.partial(self._internal, work))
             return
-        self._outbox_removals_committed()
+        self.ledger.committed()
         if result.outcome not in ("sync-skipped", "timer-stale"):
             log.info("internal outcome=%s publishes=%d", result.outcome, len(entries))
         self._publish(entries)
@@ -423,7 +409,7 @@ class Service:
         snapshot = {
             **self.counters,
             "objects": objects,
-            "outbox_inflight": len(self._inflight),
+            "outbox_inflight": self.ledger.unacked,
             "held_inputs": self.transport.window.held,
             "max_held_inputs": self.transport.max_held,
             "input_window": self.transport.window.size,

@@ -169,7 +169,7 @@ def test_acked_outbox_rows_are_not_forgotten_when_the_transaction_fails(
         entries = service.store.outbox_add(
             [mock.Mock(topic="a", payload=b"1", correlation=None, retain=False)]
         )
-    service._inflight[41] = entries[0].id
+    service.ledger.sent(41, entries[0].id)
     service.events.put(Published(41))
     received = Received("kubeedge/metamanager/in", _insert(), 5, 1, None, None, 1)
     service.events.put(received)
@@ -182,7 +182,8 @@ def test_acked_outbox_rows_are_not_forgotten_when_the_transaction_fails(
     ):
         service.step(0.1)
         ack.assert_not_called()
-    assert service._acked_outbox == [entries[0].id]
+    assert service.ledger.known_rows() == {entries[0].id}
+    assert service.ledger.has_deletions
     with (
         mock.patch.object(service.transport, "publish", return_value=2),
         mock.patch.object(service.transport, "ack") as ack,
@@ -190,7 +191,7 @@ def test_acked_outbox_rows_are_not_forgotten_when_the_transaction_fails(
         service._process([received])
         ack.assert_called_once_with(received)
     assert entries[0].id not in [e.id for e in service.store.outbox_pending()]
-    assert service._acked_outbox == []
+    assert not service.ledger.has_deletions
     service.store.close()
 
 
@@ -210,7 +211,8 @@ def test_inputs_wait_while_the_broker_is_behind_on_our_publishes(tmp_path: Path)
     from mqtt_metamanager.service import MAX_UNACKED_PUBLISHES
 
     service = Service(_config(tmp_path))
-    service._inflight = {mid: mid for mid in range(1, MAX_UNACKED_PUBLISHES + 1)}
+    for mid in range(1, MAX_UNACKED_PUBLISHES + 1):
+        service.ledger.sent(mid, mid)
     for mid in range(3):
         service.events.put(Received("kubeedge/metamanager/in", _insert(), mid, 1, None, None, 1))
     assert service._collect(0.1, handle_inputs=True) == []
@@ -218,7 +220,8 @@ def test_inputs_wait_while_the_broker_is_behind_on_our_publishes(tmp_path: Path)
     service.events.put(Published(1))
     batch = service._collect(0.1, handle_inputs=True)
     assert [r.mid for r in batch] == [0, 1, 2]
-    assert service._acked_outbox == [1]
+    assert service.ledger.unacked == MAX_UNACKED_PUBLISHES - 1
+    assert service.ledger.has_deletions
     service.store.close()
 
 
@@ -231,8 +234,8 @@ def test_an_outbox_row_paho_refuses_is_dropped_not_fatal(tmp_path: Path) -> None
     with service.store.atomic():
         bad, good = service.store.outbox_add([Outgoing("a/+/b", b"{}"), Outgoing("a/b", b"{}")])
     service._publish([bad, good])
-    assert service._acked_outbox == [bad.id]
-    assert list(service._inflight.values()) == [good.id]
+    assert service.ledger.known_rows() == {bad.id, good.id}
+    assert service.ledger.unacked == 1  # only good is with the broker; bad is to delete
     service._flush_outbox_removals()
     assert [e.id for e in service.store.outbox_pending()] == [good.id]
     service.store.close()
