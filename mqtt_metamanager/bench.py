@@ -26,13 +26,14 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .benchnet import BenchError, LoadClient
+from . import config as config_mod
+from .benchnet import BenchError, LoadClient, Login
 from .envelope import Resource
 from .routing import Topics
 from .store import Store
@@ -76,6 +77,8 @@ class BenchOptions:
     objects: int = 10_000
     queries: int = 1000
     timeout: float = 120.0
+    # The mqtt.* login keys (username, password_file, tls) every bench client uses.
+    login: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> None:
         limits = [
@@ -208,7 +211,8 @@ class Bench:
         self.host, self.port = host, port
         self.workdir = workdir
         self.topics = Topics(f"bench-{uuid.uuid4().hex[:8]}")
-        self.load = LoadClient(host, port, self.topics, options.qos)
+        self.login = Login.of(config_mod.from_mapping({"mqtt": options.login}, environ={}).mqtt)
+        self.load = LoadClient(host, port, self.topics, options.qos, self.login)
         self.template = workdir / "template.db"
 
     def close(self) -> None:
@@ -225,14 +229,13 @@ class Bench:
         env = {k: v for k, v in os.environ.items() if not k.startswith("METAMANAGER_")}
         log = open(rundir / f"{kind}.log", "ab")  # noqa: SIM115 - closed below, child keeps it
         try:
+            db = rundir / "meta.db"
+            conf = rundir / "edge.yaml"
+            conf.write_text(yaml.safe_dump(self._service_config(db, rundir.name)))
             if kind == "echo":
-                argv = ["-m", "mqtt_metamanager.benchnet", self.host, str(self.port)]
-                argv += [self.topics.prefix, str(self.options.qos)]
+                argv = ["-m", "mqtt_metamanager.benchnet", str(conf)]
             else:
-                db = rundir / "meta.db"
                 shutil.copyfile(self.template, db)
-                conf = rundir / "edge.yaml"
-                conf.write_text(yaml.safe_dump(self._service_config(db, rundir.name)))
                 argv = ["-m", "mqtt_metamanager", "run", "-c", str(conf)]
             return subprocess.Popen(
                 [sys.executable, *argv], stdout=log, stderr=log, env=env, cwd=rundir
@@ -250,8 +253,11 @@ class Bench:
                 "qos": self.options.qos,
                 # No session left behind to collect the next runs' input.
                 "session_expiry": 0,
+                **self.options.login,
             },
             "database": {"path": str(db)},
+            # The load client sends inserts as the cloud would, from its own identity.
+            "security": {"operators": [self.login.identity]},
         }
 
     def _run(self, kind: str, round_no: int) -> RunFigures:

@@ -1,9 +1,9 @@
 """The bench's two MQTT peers: the load client (in the bench process) and the bare echo.
 
-The echo runs as its own process (``python -m mqtt_metamanager.benchnet HOST PORT PREFIX
-QOS``) and does per input exactly the publishes the service does, with no storage:
-an input without a Response Topic (an insert from the cloud) is forwarded to edged and
-answered on the cloud topic; an input with one (a query) is answered there with its
+The echo runs as its own process (``python -m mqtt_metamanager.benchnet CONFIG``, the
+service's config file) and does per input exactly the publishes the service does, with no
+storage: an input without a Response Topic (an insert) is forwarded to edged and answered
+on its sender's reply topic; an input with one (a query) is answered there with its
 Correlation Data. The input is acked after those publishes, as the service acks after
 its commit. It announces itself like the service: ``online`` on the status topic.
 """
@@ -11,11 +11,13 @@ its commit. It announces itself like the service: ``online`` on the status topic
 from __future__ import annotations
 
 import signal
+import ssl
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -23,9 +25,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from . import config as config_mod
+from .config import MQTTConfig
 from .pahoclient import set_nodelay
 from .routing import Topics
-from .transport import ONLINE
+from .transport import ONLINE, tls_context
 
 MAX_INFLIGHT = 1000
 POLL = 0.05
@@ -35,13 +39,37 @@ class BenchError(RuntimeError):
     """The bench could not finish a run (no broker, a process died, a wait timed out)."""
 
 
-def _client(client_id: str, *, manual_ack: bool = False) -> mqtt.Client:
+@dataclass(frozen=True)
+class Login:
+    """How every bench client logs in: the identity the load is sent as (SPEC §11)."""
+
+    identity: str = "bench"
+    username: str = ""
+    password: str = field(default="", repr=False)
+    tls: ssl.SSLContext | None = None
+
+    @classmethod
+    def of(cls, mqtt_config: MQTTConfig) -> Login:
+        """The login ``mqtt_config`` describes; the identity is its user name, if any."""
+        return cls(
+            identity=mqtt_config.username or cls.identity,
+            username=mqtt_config.username,
+            password=config_mod.read_password(mqtt_config) or "",
+            tls=tls_context(mqtt_config),
+        )
+
+
+def _client(client_id: str, login: Login, *, manual_ack: bool = False) -> mqtt.Client:
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=mqtt.MQTTv5,
         manual_ack=manual_ack,
     )
+    if login.username:
+        client.username_pw_set(login.username, login.password or None)
+    if login.tls is not None:
+        client.tls_set_context(login.tls)
     client.max_inflight_messages_set(MAX_INFLIGHT)
     client.max_queued_messages_set(0)
     client.on_socket_open = lambda _c, _u, sock: set_nodelay(sock)
@@ -51,10 +79,14 @@ def _client(client_id: str, *, manual_ack: bool = False) -> mqtt.Client:
 class LoadClient:
     """Sends bursts of inserts and timed queries, and sees the status topic."""
 
-    def __init__(self, host: str, port: int, topics: Topics, qos: int) -> None:
+    def __init__(self, host: str, port: int, topics: Topics, qos: int, login: Login) -> None:
         self.topics = topics
         self.qos = qos
-        self.reply_topic = f"{topics.prefix}/bench/reply"
+        # Inserts are sent as an operator (with the cloud's route source) and answered on
+        # the identity's reply topic; queries carry a Response Topic below it.
+        self.inbox = f"{topics.metamanager_in}/{login.identity}"
+        self.answers = topics.reply_space(login.identity)
+        self.reply_topic = f"{self.answers}/query"
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
         self._online = threading.Event()
@@ -66,7 +98,7 @@ class LoadClient:
         self._correlation = b""
         self._answered_at = 0.0
         self._answered = threading.Event()
-        self.client = _client(f"{topics.prefix}-load")
+        self.client = _client(f"{topics.prefix}-load", login)
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *_a: self._subscribed.set()
         self.client.on_message = self._on_message
@@ -84,12 +116,12 @@ class LoadClient:
         self.client.loop_stop()
 
     def _on_connect(self, client: mqtt.Client, *_a: Any) -> None:
-        topics = (self.topics.cloud, self.reply_topic, self.topics.status)
+        topics = (self.answers, self.reply_topic, self.topics.status)
         client.subscribe([(t, self.qos) for t in topics])
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         now = time.monotonic()
-        if msg.topic == self.topics.cloud:
+        if msg.topic == self.answers:
             with self._lock:
                 self._replies += 1
                 self._last_reply_at = now
@@ -127,7 +159,7 @@ class LoadClient:
             self._burst_done.clear()
         start = time.monotonic()
         for payload in payloads:
-            self.client.publish(self.topics.metamanager_in, payload, qos=self.qos)
+            self.client.publish(self.inbox, payload, qos=self.qos)
         if not self._burst_done.wait(max(0.0, start + timeout - time.monotonic())):
             raise BenchError(f"{self._replies}/{len(payloads)} replies within {timeout}s")
         return self._last_reply_at - start
@@ -140,20 +172,22 @@ class LoadClient:
         props.ResponseTopic = self.reply_topic
         props.CorrelationData = self._correlation
         start = time.monotonic()
-        self.client.publish(self.topics.metamanager_in, payload, qos=self.qos, properties=props)
+        self.client.publish(self.inbox, payload, qos=self.qos, properties=props)
         if not self._answered.wait(timeout):
             raise BenchError(f"no reply within {timeout}s")
         return self._answered_at - start
 
 
-def echo(host: str, port: int, prefix: str, qos: int) -> None:
-    """The bare echo: serve until SIGTERM or SIGINT."""
+def echo(host: str, port: int, prefix: str, qos: int, login: Login) -> None:
+    """The bare echo: serve until SIGTERM or SIGINT. Like the service it reads every
+    sender's inbox and answers on the sender's reply topic, and forwards to edged."""
     topics = Topics(prefix)
     stop = threading.Event()
-    client = _client(f"{prefix}-echo", manual_ack=True)
+    client = _client(f"{prefix}-echo", login, manual_ack=True)
+    inbox_level = f"{topics.metamanager_in}/"
 
     def on_connect(c: mqtt.Client, *_a: Any) -> None:
-        c.subscribe(topics.metamanager_in, qos)
+        c.subscribe(f"{inbox_level}+", qos)
 
     def on_subscribe(c: mqtt.Client, *_a: Any) -> None:
         c.publish(topics.status, ONLINE, qos=1, retain=True)
@@ -166,7 +200,7 @@ def echo(host: str, port: int, prefix: str, qos: int) -> None:
             c.publish(response_topic, msg.payload, qos=qos, properties=props)
         else:
             c.publish(topics.edged_in, msg.payload, qos=qos)
-            c.publish(topics.cloud, msg.payload, qos=qos)
+            c.publish(topics.reply_space(msg.topic[len(inbox_level) :]), msg.payload, qos=qos)
         c.ack(msg.mid, msg.qos)
 
     client.on_connect = on_connect
@@ -182,5 +216,6 @@ def echo(host: str, port: int, prefix: str, qos: int) -> None:
 
 
 if __name__ == "__main__":
-    _host, _port, _prefix, _qos = sys.argv[1:5]
-    echo(_host, int(_port), _prefix, int(_qos))
+    # The broker, prefix, QoS and login come from the same config file the service gets.
+    _mqtt = config_mod.load(sys.argv[1], environ={}).mqtt
+    echo(_mqtt.host, _mqtt.port, _mqtt.topic_prefix, _mqtt.qos, Login.of(_mqtt))

@@ -9,12 +9,13 @@ import logging
 import sys
 import threading
 from collections.abc import Sequence
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from . import config as config_mod
 from .bridge import add_arguments as bridge_arguments
-from .config import Config, ConfigError
+from .config import Config, ConfigError, MQTTConfig
 from .envelope import BadMessage, Message, message_from_dict, new_msg_id, now_ms, parse_json
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -51,16 +52,40 @@ def _load_config(path: str | None) -> Config:
     return config_mod.load(path)
 
 
+def _login(cfg: Config, args: argparse.Namespace) -> MQTTConfig:
+    """The config's broker settings with the command line's login and TLS on top."""
+    tls = cfg.mqtt.tls
+    tls = replace(
+        tls,
+        ca_file=args.cafile or tls.ca_file,
+        cert_file=args.certfile or tls.cert_file,
+        key_file=args.keyfile or tls.key_file,
+    )
+    mqtt = replace(
+        cfg.mqtt,
+        host=args.host or cfg.mqtt.host,
+        port=args.port or cfg.mqtt.port,
+        username=args.username if args.username is not None else cfg.mqtt.username,
+        password_file=args.password_file or cfg.mqtt.password_file,
+        tls=tls,
+    )
+    # Checked like the service's own config: the failing option named, exit code 2.
+    return config_mod.from_mapping({"mqtt": asdict(mqtt)}, environ={}).mqtt
+
+
 def _client(cfg: Config, args: argparse.Namespace) -> Any:
     from .client import MetaClient
+    from .transport import tls_context
 
+    mqtt = _login(cfg, args)
     return MetaClient(
-        args.host or cfg.mqtt.host,
-        args.port or cfg.mqtt.port,
-        topic_prefix=cfg.mqtt.topic_prefix,
-        qos=cfg.mqtt.qos,
-        username=cfg.mqtt.username or None,
-        password=config_mod.read_password(cfg.mqtt),
+        mqtt.host,
+        mqtt.port,
+        topic_prefix=mqtt.topic_prefix,
+        qos=mqtt.qos,
+        username=mqtt.username or None,
+        password=config_mod.read_password(mqtt),
+        tls=tls_context(mqtt),
     )
 
 
@@ -156,13 +181,14 @@ def cmd_health(cfg: Config, args: argparse.Namespace) -> int:
     from .routing import Topics
     from .transport import tls_context
 
-    topic = Topics(cfg.mqtt.topic_prefix).status
+    broker = _login(cfg, args)
+    topic = Topics(broker.topic_prefix).status
     got: list[bytes] = []
     done = threading.Event()
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    if cfg.mqtt.username:
-        client.username_pw_set(cfg.mqtt.username, config_mod.read_password(cfg.mqtt))
-    context = tls_context(cfg.mqtt)
+    if broker.username:
+        client.username_pw_set(broker.username, config_mod.read_password(broker))
+    context = tls_context(broker)
     if context is not None:  # the same broker settings as the service's two connections
         client.tls_set_context(context)
 
@@ -176,7 +202,7 @@ def cmd_health(cfg: Config, args: argparse.Namespace) -> int:
     client.on_connect = on_connect
     client.on_message = on_message
     try:
-        client.connect(args.host or cfg.mqtt.host, args.port or cfg.mqtt.port, keepalive=10)
+        client.connect(broker.host, broker.port, keepalive=10)
     except OSError as exc:
         print(f"unhealthy: broker unreachable: {exc}", file=sys.stderr)
         return EXIT_FAILURE
@@ -189,11 +215,17 @@ def cmd_health(cfg: Config, args: argparse.Namespace) -> int:
     return EXIT_OK if status == "online" else EXIT_FAILURE
 
 
-def cmd_bench(_cfg: Config, args: argparse.Namespace) -> int:
+def cmd_bench(cfg: Config, args: argparse.Namespace) -> int:
     from .bench import BenchError, BenchOptions, render, run_bench
 
+    login: dict[str, Any] = {}
+    if args.host is not None:  # a given broker: log in as the command line or config says
+        broker = _login(cfg, args)
+        login = {"username": broker.username, "password_file": broker.password_file}
+        login["tls"] = asdict(broker.tls)
     try:
-        options = BenchOptions(**{k: getattr(args, k) for k in BenchOptions.__dataclass_fields__})
+        fields = set(BenchOptions.__dataclass_fields__) - {"login"}
+        options = BenchOptions(**{k: getattr(args, k) for k in fields}, login=login)
         options.check()
     except ValueError as exc:
         print(f"bench: {exc}", file=sys.stderr)
@@ -222,12 +254,21 @@ def cmd_bridge_config(cfg: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_login_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--username", help="broker user name, also the identity (mqtt.username)")
+    p.add_argument("--password-file", help="file holding the password (mqtt.password_file)")
+    p.add_argument("--cafile", help="CA certificate for TLS to the broker (mqtt.tls.ca_file)")
+    p.add_argument("--certfile", help="client certificate, with --keyfile (mqtt.tls.cert_file)")
+    p.add_argument("--keyfile", help="client private key (mqtt.tls.key_file)")
+
+
 def _add_broker_args(p: argparse.ArgumentParser, timeout: float = 10.0) -> None:
     p.add_argument("--host", help="broker host (default: mqtt.host)")
     p.add_argument("--port", type=int, help="broker port (default: mqtt.port)")
     p.add_argument(
         "--timeout", type=float, default=timeout, help=f"seconds to wait (default {timeout:g})"
     )
+    _add_login_args(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -283,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queries", type=int, default=1000, help="timed queries per run")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds allowed per phase")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("-c", "--config", dest="sub_config", help="config file (login, with --host)")
+    _add_login_args(p)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("bridge-config", help="print the Mosquitto bridge config for the cloud link")

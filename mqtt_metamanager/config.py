@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -18,6 +19,8 @@ from typing import Any
 import yaml
 
 ENV_PREFIX = "METAMANAGER_"
+# A broker user name that Mosquitto can put in an ACL pattern as %u (SPEC §11).
+USERNAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 DEFAULT_LOCAL_MODULES = ("edged", "edgemesh", "devicetwin", "eventbus", "servicebus")
 
 
@@ -96,6 +99,14 @@ class CloudConfig:
 
 
 @dataclass(frozen=True)
+class SecurityConfig:
+    # Serve the single inbox P/metamanager/in (no identity, replies by route.source) too.
+    legacy_inbox: bool = False
+    # Identities that may send any operation with any route.source (SPEC §11).
+    operators: list[str] = field(default_factory=lambda: ["admin"])
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: str = "INFO"
     format: str = "text"
@@ -115,6 +126,7 @@ class Config:
     meta: MetaConfig = field(default_factory=MetaConfig)
     modules: ModulesConfig = field(default_factory=ModulesConfig)
     cloud: CloudConfig = field(default_factory=CloudConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
@@ -283,6 +295,11 @@ def from_mapping(
     for module in config.modules.local:
         if not module or set(module) & set("/+#"):
             raise ConfigError(f"modules.local: {module!r} is not a module name")
+    for operator in config.security.operators:
+        if not USERNAME.fullmatch(operator):
+            raise ConfigError(
+                f"security.operators: {operator!r} is not a user name ({USERNAME.pattern})"
+            )
     if set(config.cloud.bridge_state_topic) & set("+#"):
         raise ConfigError("cloud.bridge_state_topic: must be one topic, no + or #")
     return config

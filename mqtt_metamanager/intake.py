@@ -1,8 +1,5 @@
-"""Intake: raw MQTT input to a decoded ``Inbound``, or why it cannot be one.
-
-An input that fails validation is answered with ``error`` 400 when its sender can be told
-(a readable route source or a response topic), else it goes to the dead-letter topic.
-"""
+"""Intake: a raw MQTT payload to a validated ``Message``, or why it cannot be one; and the
+dead-letter line for input nobody can be told about."""
 
 from __future__ import annotations
 
@@ -21,9 +18,8 @@ from .envelope import (
     parse_json,
     route_source_of,
 )
-from .outcome import Inbound
-from .routing import ReplyTo
 
+BAD_REQUEST = 400  # the code of every error this module finds
 DEADLETTER_PAYLOAD_MAX = 4096
 # Past this an oversized payload is not even parsed to find its sender: dead letter.
 OVERSIZED_PARSE_MAX = 16 * 1024 * 1024
@@ -31,12 +27,13 @@ RESOURCE_FREE_OPS = frozenset({"connect", "publish", "meta-internal-sync"})
 
 
 @dataclass(frozen=True)
-class Rejected:
-    """Invalid input; ``inbound`` is a stand-in request to address the error reply to."""
+class Undecodable:
+    """Input that is not a valid message; ``partial`` holds what is readable of it (msg_id,
+    source, group, resource) so its sender can be told why."""
 
     reason: str
     text: str
-    inbound: Inbound | None
+    partial: Message
 
 
 def _text(section: Any, name: str) -> str:
@@ -44,19 +41,19 @@ def _text(section: Any, name: str) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _stand_in(data: Any, reply_to: ReplyTo) -> Inbound | None:
-    """A minimal request carrying what is readable of the sender, or None if nobody is."""
-    source = route_source_of(data)
-    if not source and not reply_to.response_topic:
-        return None
+def _partial(data: Any) -> Message:
+    """A minimal message carrying what is readable of an invalid one."""
     header = data.get("header") if isinstance(data, dict) else None
     route = data.get("route") if isinstance(data, dict) else None
-    request = Message(
+    return Message(
         # The reply's parent is the request's msg_id, or empty when it had none.
         Header(msg_id=_text(header, "msg_id")),
-        Route(source=source, group=_text(route, "group"), resource=_text(route, "resource")),
+        Route(
+            source=route_source_of(data),
+            group=_text(route, "group"),
+            resource=_text(route, "resource"),
+        ),
     )
-    return Inbound(request, reply_to)
 
 
 def _sender_of_oversized(payload: bytes) -> Any:
@@ -72,7 +69,7 @@ def _sender_of_oversized(payload: bytes) -> Any:
 MAX_TOPIC_BYTES = 65535
 
 
-def _publishable(topic: str) -> bool:
+def publishable(topic: str) -> bool:
     """A topic one may publish to (MQTT 5 §4.7): no wildcards, no NUL, fits the length."""
     return (
         bool(topic)
@@ -81,17 +78,11 @@ def _publishable(topic: str) -> bool:
     )
 
 
-def accept(payload: bytes, reply_to: ReplyTo, max_payload: int) -> Inbound | Rejected:
+def decode(payload: bytes, max_payload: int) -> Message | Undecodable:
     """Validate one input; nothing downstream checks it again."""
-    if reply_to.response_topic and not _publishable(reply_to.response_topic):
-        # Publishing the reply there would fail (paho raises) after the commit, and again
-        # from the outbox on every start. Tell the sender by its route source, if any.
-        text = "the Response Topic is not a topic one can publish to"
-        readable = _sender_of_oversized(payload) if len(payload) <= max_payload else None
-        return Rejected("bad_response_topic", text, _stand_in(readable, ReplyTo()))
     if len(payload) > max_payload:
         text = f"payload of {len(payload)} bytes is over {max_payload}"
-        return Rejected("too_large", text, _stand_in(_sender_of_oversized(payload), reply_to))
+        return Undecodable("too_large", text, _partial(_sender_of_oversized(payload)))
     data: Any = None
     try:
         data = parse_json(payload)
@@ -99,8 +90,8 @@ def accept(payload: bytes, reply_to: ReplyTo, max_payload: int) -> Inbound | Rej
         if message.operation not in RESOURCE_FREE_OPS:
             message.resource()
     except BadMessage as exc:
-        return Rejected(exc.reason, exc.message, _stand_in(data, reply_to))
-    return Inbound(message, reply_to)
+        return Undecodable(exc.reason, exc.message, _partial(data))
+    return message
 
 
 def _text_of(cut: bytes, was_cut: bool) -> str:
@@ -113,7 +104,9 @@ def _text_of(cut: bytes, was_cut: bool) -> str:
         raise
 
 
-def deadletter_payload(topic: str, payload: bytes, reason: str, text: str) -> bytes:
+def deadletter_payload(
+    topic: str, payload: bytes, reason: str, text: str, identity: str = ""
+) -> bytes:
     cut = payload[:DEADLETTER_PAYLOAD_MAX]
     try:
         body: dict[str, Any] = {"payload": _text_of(cut, len(payload) > len(cut))}
@@ -124,6 +117,7 @@ def deadletter_payload(topic: str, payload: bytes, reason: str, text: str) -> by
             "reason": reason,
             "message": text,
             "topic": topic,
+            "identity": identity,
             "size": len(payload),
             "truncated": len(payload) > DEADLETTER_PAYLOAD_MAX,
             "timestamp": now_ms(),

@@ -16,8 +16,10 @@ from contextlib import contextmanager
 from typing import Any
 
 from .envelope import BadMessage, Message, Resource, now_ms
+from .identity import Refused
+from .intake import deadletter_payload
 from .jsonmerge import merge_patch
-from .outcome import CloudLink, Inbound, OperationError, Result, Timer
+from .outcome import CloudLink, Inbound, OperationError, Result, Side, Timer
 from .remote_query import (
     ALWAYS_REMOTE,
     REMOTE_QUERYABLE,
@@ -25,7 +27,7 @@ from .remote_query import (
     PendingQuery,
     RemoteQueryPolicy,
 )
-from .routing import EDGED, METAMANAGER, Outgoing, Router
+from .routing import METAMANAGER, Outgoing, Topics
 from .store import Store
 
 __all__ = ["Inbound", "OperationError", "Operations", "RemoteQueryPolicy", "Result", "Timer"]
@@ -90,15 +92,14 @@ class Operations:
     def __init__(
         self,
         store: Store,
-        router: Router,
+        topics: Topics,
         *,
         remote_query: RemoteQueryPolicy | None = None,
         dedup_window: int = 100_000,
         clock: Callable[[], int] = now_ms,
     ) -> None:
         self.store = store
-        self.router = router
-        self.topics = router.topics
+        self.topics = topics
         self.remote = remote_query or RemoteQueryPolicy()
         self.dedup_window = dedup_window
         self.clock = clock
@@ -152,9 +153,18 @@ class Operations:
             self.link, self._pending = saved
             raise
 
-    def reject(self, inbound: Inbound, reason: str, text: str) -> Result:
-        """An input that failed validation but whose sender can be told (error 400)."""
-        return self._error_reply(inbound, OperationError(400, reason, text))
+    def refuse(self, refused: Refused, topic: str, payload: bytes) -> Result:
+        """An input that is not applied (400, 403): the error reply to whoever can be told,
+        and a dead letter (with the raw input) when nobody can, or when operators should
+        see it (access refusals)."""
+        err = refused.error
+        result = Result(outcome=f"error {err.code} {err.reason}")
+        if refused.inbound is not None:
+            result = self._error_reply(refused.inbound, err)
+        if not result.publishes or refused.notify_operators:
+            letter = deadletter_payload(topic, payload, err.reason, err.message, refused.identity)
+            result.forwards.append(Outgoing(self.topics.deadletter, letter))
+        return result
 
     def internal_error(self, inbound: Inbound, text: str) -> Result:
         return self._error_reply(inbound, OperationError(500, "internal_error", text))
@@ -236,10 +246,7 @@ class Operations:
     # -- helpers --------------------------------------------------------------------------
 
     def _reply(self, inbound: Inbound, operation: str, content: Any) -> list[Outgoing]:
-        msg = inbound.message
-        out = self.router.reply(
-            msg.source, inbound.reply_to, msg.reply(METAMANAGER, operation, content)
-        )
+        out = inbound.reply_to.reply(inbound.message.reply(METAMANAGER, operation, content))
         return [] if out is None else [out]
 
     def _ok(self, inbound: Inbound, outcome: str, *forwards: Outgoing) -> Result:
@@ -251,11 +258,11 @@ class Operations:
             outcome=f"error {err.code} {err.reason}",
         )
 
-    def _forward_to_other_side(self, msg: Message) -> Outgoing:
+    def _forward_to_other_side(self, inbound: Inbound) -> Outgoing:
         """From edged to the cloud; from the cloud (or any other module) to edged."""
-        if msg.source == EDGED:
-            return Outgoing.of(self.topics.cloud, msg)
-        return Outgoing.of(self.topics.edged_in, msg)
+        if inbound.side is Side.EDGED:
+            return Outgoing.of(self.topics.cloud, inbound.message)
+        return Outgoing.of(self.topics.edged_in, inbound.message)
 
     # -- operations -------------------------------------------------------------------------
 
@@ -263,7 +270,7 @@ class Operations:
         msg = inbound.message
         resource = _object_resource(msg)
         self.store.put(resource, msg.content)
-        return self._ok(inbound, "stored", self._forward_to_other_side(msg))
+        return self._ok(inbound, "stored", self._forward_to_other_side(inbound))
 
     def _update(self, inbound: Inbound) -> Result:
         msg = inbound.message
@@ -274,10 +281,10 @@ class Operations:
         if stored is not None and _is_stale(msg.content, stored.value):
             return self._ok(inbound, "stale")
         self.store.put(resource, msg.content)
-        if msg.source == EDGED and resource.type == PODSTATUS and not self.link.connected:
+        if inbound.side is Side.EDGED and resource.type == PODSTATUS and not self.link.connected:
             # The sync on reconnect carries the latest status; no flood of stale ones.
             return self._ok(inbound, "stored-offline")
-        return self._ok(inbound, "stored", self._forward_to_other_side(msg))
+        return self._ok(inbound, "stored", self._forward_to_other_side(inbound))
 
     def _patch(self, inbound: Inbound) -> Result:
         msg = inbound.message
@@ -287,7 +294,9 @@ class Operations:
             raise OperationError(404, "not_found", f"{resource} is not stored")
         merged = merge_patch(stored.value, msg.content)
         # Forwarded as the full merged object, so receivers need no base to apply it to.
-        return self._update(Inbound(msg.with_content(merged, "update"), inbound.reply_to))
+        return self._update(
+            Inbound(msg.with_content(merged, "update"), inbound.reply_to, inbound.side)
+        )
 
     def _delete(self, inbound: Inbound) -> Result:
         msg = inbound.message
@@ -295,7 +304,7 @@ class Operations:
         self.store.delete(resource.key)
         if resource.type == POD:
             self.store.delete(resource.sibling(PODSTATUS).key)
-        return self._ok(inbound, "deleted", self._forward_to_other_side(msg))
+        return self._ok(inbound, "deleted", self._forward_to_other_side(inbound))
 
     def _query(self, inbound: Inbound) -> Result:
         msg = inbound.message
@@ -318,8 +327,7 @@ class Operations:
         if not self.link.connected or resource.type not in REMOTE_QUERYABLE:
             return False
         # A cloud asking us is answered from what we have; asking it back makes no sense.
-        asker_is_cloud = self.router.is_cloud(inbound.message.source)
-        if asker_is_cloud and not inbound.reply_to.response_topic:
+        if inbound.side is Side.CLOUD:
             return False
         return resource.type in ALWAYS_REMOTE or not has_local
 
@@ -384,7 +392,7 @@ class Operations:
             if not resource.is_list:
                 self.store.put(resource, msg.content)
                 outcome = "stored"
-        return Result([self._forward_to_other_side(msg)], outcome=outcome)
+        return Result([self._forward_to_other_side(inbound)], outcome=outcome)
 
     def _connect(self, inbound: Inbound) -> Result:
         content = inbound.message.content

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from .envelope import Message, now_ms
@@ -23,10 +24,21 @@ class OperationError(Exception):
         return {"code": self.code, "reason": self.reason, "message": self.message}
 
 
+class Side(Enum):
+    """Where an input comes from, which decides where its forwards go."""
+
+    EDGED = "edged"  # forwards go to the cloud
+    CLOUD = "cloud"  # forwards go to edged; queries are answered locally, never asked back
+    LOCAL = "local"  # another module, a tool or an operator: forwards go to edged
+
+
 @dataclass(frozen=True)
 class Inbound:
+    """A decoded input its sender may send, with where its replies go."""
+
     message: Message
     reply_to: ReplyTo = field(default_factory=ReplyTo)
+    side: Side = Side.LOCAL
 
 
 @dataclass(frozen=True)

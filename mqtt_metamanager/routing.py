@@ -1,8 +1,7 @@
-"""Where messages go: the topic names of SPEC §2 and the reply rules of SPEC §4."""
+"""Where messages go: the topic names of SPEC §2 and §11, and one publish."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .envelope import Message
@@ -48,6 +47,10 @@ class Topics:
     def deadletter(self) -> str:
         return f"{self.prefix}/{METAMANAGER}/deadletter"
 
+    def reply_space(self, identity: str) -> str:
+        """``P/reply/<identity>``: where a sender's Response Topics must lie (SPEC §11)."""
+        return f"{self.prefix}/reply/{identity}"
+
     @property
     def metrics(self) -> str:
         return f"{self.prefix}/{METAMANAGER}/metrics"
@@ -69,29 +72,14 @@ class Outgoing:
 
 @dataclass(frozen=True)
 class ReplyTo:
-    """How to answer an input: its MQTT v5 Response Topic, else by route source."""
+    """Where the reply to an input goes, as its sender's identity allows (SPEC §11): its
+    MQTT v5 Response Topic, or the topic its identity is answered on; None: nobody."""
 
-    response_topic: str | None = None
+    topic: str | None = None
     correlation: bytes | None = None
 
-
-class Router:
-    """Maps a module name to its inbox, telling edge-local modules from the cloud."""
-
-    def __init__(self, topics: Topics, local_modules: Iterable[str]) -> None:
-        self.topics = topics
-        self.local = frozenset(local_modules) | {EDGED}
-
-    def is_cloud(self, source: str) -> bool:
-        return source not in self.local and source != METAMANAGER
-
-    def topic_for(self, module: str) -> str:
-        return self.topics.inbox(module) if module in self.local else self.topics.cloud
-
-    def reply(self, request_source: str, reply_to: ReplyTo, message: Message) -> Outgoing | None:
-        """The reply publish, or None when nobody can be told (no source, no topic)."""
-        if reply_to.response_topic:
-            return Outgoing.of(reply_to.response_topic, message, reply_to.correlation)
-        if not request_source or request_source == METAMANAGER:
+    def reply(self, message: Message) -> Outgoing | None:
+        """The reply publish, or None when nobody can be told."""
+        if self.topic is None:
             return None
-        return Outgoing.of(self.topic_for(request_source), message)
+        return Outgoing.of(self.topic, message, self.correlation)

@@ -16,6 +16,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import FrameType
 
 import tenacity
@@ -23,11 +24,12 @@ import tenacity
 from . import intake
 from .config import Config
 from .envelope import now_ms
+from .identity import AccessPolicy, Refused
 from .ledger import UNLOGGED, PublishLedger
 from .operations import Operations
 from .outcome import Inbound, Result
 from .remote_query import RemoteQueryPolicy
-from .routing import Outgoing, ReplyTo, Router, Topics
+from .routing import Outgoing, Topics
 from .store import OutboxEntry, Store, StoreError
 from .timers import TimerQueue, backoff_delay
 from .transport import Connected, Disconnected, Event, Published, Received, Transport, Wakeup
@@ -45,6 +47,23 @@ INPUT_WINDOW_BATCHES = 2
 STORE_RETRY = tenacity.wait_exponential(multiplier=0.5, max=30)
 
 
+@dataclass(frozen=True)
+class BridgeState:
+    """The Mosquitto bridge's own 1/0 notification (``cloud.bridge_state_topic``)."""
+
+    connected: bool
+
+
+Admitted = Inbound | Refused | BridgeState
+
+
+def _inbound_of(admitted: Admitted) -> Inbound | None:
+    """Whom to tell about an input that failed after it was admitted."""
+    if isinstance(admitted, Inbound):
+        return admitted
+    return admitted.inbound if isinstance(admitted, Refused) else None
+
+
 def input_window(config: Config) -> int:
     """How many inputs may be held at once (received, not yet acked): two batches, so one
     can be read while the other commits. This, not the burst, bounds the memory inputs use."""
@@ -57,18 +76,23 @@ class Service:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.topics = Topics(config.mqtt.topic_prefix)
-        self.router = Router(self.topics, config.modules.local)
+        self.access = AccessPolicy(
+            self.topics,
+            config.modules.local,
+            config.security.operators,
+            legacy_inbox=config.security.legacy_inbox,
+        )
         self.store = Store(config.database.path)
         self.ops = Operations(
             self.store,
-            self.router,
+            self.topics,
             remote_query=RemoteQueryPolicy(
                 config.meta.remote_query.timeout, config.meta.remote_query.retries
             ),
             dedup_window=config.database.dedup_window,
         )
         self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()
-        subscriptions = [self.topics.metamanager_in, self.topics.edgehub_connection]
+        subscriptions = [*self.access.subscriptions, self.topics.edgehub_connection]
         if config.cloud.bridge_state_topic:
             subscriptions.append(config.cloud.bridge_state_topic)
         self.transport = Transport(
@@ -83,6 +107,7 @@ class Service:
         self.ledger = PublishLedger()
         self._held: deque[Received] = deque()  # inputs received, not yet taken
         self._failures: dict[int, int] = {}  # input mid -> store failures so far
+        self._bridge_topic = config.cloud.bridge_state_topic
         self._stop = threading.Event()
         self._started_outbox = False
 
@@ -204,24 +229,39 @@ class Service:
             self._publish(pending)
 
     def _process(self, batch: list[Received]) -> None:
+        self._commit([(received, self._admit(received)) for received in batch])
+
+    def _admit(self, received: Received) -> Admitted:
+        """Identify and decode one input (no store access): what the sender may have done."""
+        if self._bridge_topic and received.topic == self._bridge_topic:
+            return BridgeState(received.payload.strip() == b"1")
+        return self.access.admit(
+            received.topic,
+            received.payload,
+            response_topic=received.response_topic,
+            correlation=received.correlation,
+            max_payload=self.config.mqtt.max_payload,
+        )
+
+    def _commit(self, inputs: list[tuple[Received, Admitted]]) -> None:
         try:
             with self.ops.undo_on_error(), self.store.atomic():
-                done = [self._apply(r) for r in batch]
+                done = [self._apply(received, admitted) for received, admitted in inputs]
                 self.ledger.delete_acked(self.store)
         except StoreError as exc:
-            if len(batch) > 1:
+            if len(inputs) > 1:
                 # One bad apple must not hold up the rest: retry each in its own transaction.
-                for received in batch:
-                    self._process([received])
+                for one in inputs:
+                    self._commit([one])
                 return
-            self._store_failed(batch[0], exc)
+            self._store_failed(*inputs[0], exc)
             return
         except Exception as exc:  # a bug met by some input: that input must not stop the loop
-            if len(batch) > 1:
-                for received in batch:
-                    self._process([received])
+            if len(inputs) > 1:
+                for one in inputs:
+                    self._commit([one])
                 return
-            self._unprocessable(batch[0], exc)
+            self._unprocessable(*inputs[0], exc)
             return
         self.ledger.committed()
         for received, entries, result in done:
@@ -230,39 +270,39 @@ class Service:
             self.transport.ack(received)
             self._failures.pop(received.mid, None)
 
-    def _apply(self, received: Received) -> tuple[Received, list[OutboxEntry], Result]:
+    def _apply(
+        self, received: Received, admitted: Admitted
+    ) -> tuple[Received, list[OutboxEntry], Result]:
         changes = self.store.changes()
-        reply_to = ReplyTo(received.response_topic, received.correlation)
-        bridge_topic = self.config.cloud.bridge_state_topic
-        if bridge_topic and received.topic == bridge_topic:
-            result = self.ops.set_cloud_link(received.payload.strip() == b"1")
+        if isinstance(admitted, BridgeState):
+            result = self.ops.set_cloud_link(admitted.connected)
             self._log("-", "node/connection", "bridge", result)
             return received, self.store.outbox_add(result.publishes), result
-        accepted = intake.accept(received.payload, reply_to, self.config.mqtt.max_payload)
-        if isinstance(accepted, intake.Rejected):
-            self.counters["rejected"] += 1
-            result = Result()
-            if accepted.inbound is not None:
-                result = self.ops.reject(accepted.inbound, accepted.reason, accepted.text)
-            if not result.publishes:  # nobody to tell (or the "sender" is metamanager itself)
-                letter = intake.deadletter_payload(
-                    received.topic, received.payload, accepted.reason, accepted.text
-                )
-                result = Result([Outgoing(self.topics.deadletter, letter)], outcome="deadletter")
-            log.warning(
-                "msg_id=%s resource=%s rejected input on %s: %s (%s)",
-                accepted.inbound.message.msg_id if accepted.inbound else "-",
-                accepted.inbound.message.route.resource if accepted.inbound else "-",
-                received.topic,
-                accepted.reason,
-                accepted.text,
-            )
+        if isinstance(admitted, Refused):
+            result = self._refusal(received, admitted)
         else:
-            result = self.ops.handle(accepted)
+            result = self.ops.handle(admitted)
             self.counters[result.outcome.split(" ")[0] or "handled"] += 1
-            msg = accepted.message
+            msg = admitted.message
             self._log(msg.msg_id, msg.route.resource, msg.operation, result)
         return received, self._owed(result, changes), result
+
+    def _refusal(self, received: Received, refused: Refused) -> Result:
+        err = refused.error
+        self.counters["rejected" if err.code == intake.BAD_REQUEST else "refused"] += 1
+        result = self.ops.refuse(refused, received.topic, received.payload)
+        msg = refused.inbound.message if refused.inbound else None
+        log.warning(
+            "msg_id=%s resource=%s refused input from %s on %s: %d %s (%s)",
+            msg.msg_id if msg and msg.msg_id else "-",
+            msg.route.resource if msg and msg.route.resource else "-",
+            refused.identity or "-",
+            received.topic,
+            err.code,
+            err.reason,
+            err.message,
+        )
+        return result
 
     def _owed(self, result: Result, changes_before: int) -> list[OutboxEntry]:
         """The outbox rows for what ``result`` publishes. An input that changed nothing and
@@ -287,21 +327,17 @@ class Service:
             len(result.publishes),
         )
 
-    def _unprocessable(self, received: Received, exc: Exception) -> None:
+    def _unprocessable(self, received: Received, admitted: Admitted, exc: Exception) -> None:
         """An input that makes the code fail: nothing of it was applied (its transaction
         rolled back); answer 500, or dead-letter it, and ack it so it cannot come back and
         fail every start."""
         self.counters["internal_errors"] += 1
-        accepted = intake.accept(
-            received.payload,
-            ReplyTo(received.response_topic, received.correlation),
-            self.config.mqtt.max_payload,
-        )
         msg_id, resource = "-", "-"
         publishes: list[Outgoing] = []
-        if isinstance(accepted, Inbound):
-            msg_id, resource = accepted.message.msg_id, accepted.message.route.resource
-            publishes = self.ops.internal_error(accepted, type(exc).__name__).publishes
+        inbound = _inbound_of(admitted)
+        if inbound is not None:
+            msg_id, resource = inbound.message.msg_id, inbound.message.route.resource
+            publishes = self.ops.internal_error(inbound, type(exc).__name__).publishes
         if not publishes:
             letter = intake.deadletter_payload(
                 received.topic, received.payload, "internal_error", type(exc).__name__
@@ -312,24 +348,19 @@ class Service:
             self.transport.publish(out, self.config.mqtt.qos)
         self.transport.ack(received)
 
-    def _store_failed(self, received: Received, exc: StoreError) -> None:
+    def _store_failed(self, received: Received, admitted: Admitted, exc: StoreError) -> None:
         """Tell the sender 503 once, keep the input unacked, and try it again later."""
         attempt = self._failures.get(received.mid, 0) + 1
         self._failures[received.mid] = attempt
         self.counters["store_failures"] += 1
         delay = backoff_delay(STORE_RETRY, attempt)
         log.error("store failure (attempt %d, retry in %.1fs): %s", attempt, delay, exc)
-        if attempt == 1:
-            accepted = intake.accept(
-                received.payload,
-                ReplyTo(received.response_topic, received.correlation),
-                self.config.mqtt.max_payload,
-            )
-            if isinstance(accepted, Inbound):
-                result = self.ops.store_unavailable(accepted, str(exc))
-                for out in result.publishes:
-                    self.transport.publish(out, self.config.mqtt.qos)
-        self.timers.call_later(delay, lambda: self._process([received]))
+        inbound = _inbound_of(admitted)
+        if attempt == 1 and inbound is not None:
+            result = self.ops.store_unavailable(inbound, str(exc))
+            for out in result.publishes:
+                self.transport.publish(out, self.config.mqtt.qos)
+        self.timers.call_later(delay, lambda: self._commit([(received, admitted)]))
 
     # -- outbox ------------------------------------------------------------------------------
 

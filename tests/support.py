@@ -26,7 +26,8 @@ from paho.mqtt.properties import Properties
 
 HOST = "127.0.0.1"
 PREFIX = "kubeedge"
-IN = f"{PREFIX}/metamanager/in"
+IN = f"{PREFIX}/metamanager/in"  # the legacy inbox (security.legacy_inbox)
+LOCAL_MODULES = ("edged", "edgemesh", "devicetwin", "eventbus", "servicebus")
 EDGED = f"{PREFIX}/edged/in"
 CLOUD = f"{PREFIX}/edgehub/in"
 STATUS = f"{PREFIX}/metamanager/status"
@@ -175,6 +176,18 @@ class Watcher:
         self.client.loop_stop()
 
 
+def inbox(identity: str) -> str:
+    """The per-sender inbox user ``identity`` writes to (SPEC §11)."""
+    return f"{IN}/{identity}"
+
+
+def inbox_for(message: dict[str, Any] | bytes | str) -> str:
+    """Where the sender a message's route source names would send it: a local module to its
+    own inbox, anyone else is the cloud and comes through edgehub's."""
+    source = message.get("route", {}).get("source") if isinstance(message, dict) else None
+    return inbox(source if source in LOCAL_MODULES else "edgehub")
+
+
 def reply_to(msg_id: str) -> Callable[[Any], bool]:
     return lambda m: isinstance(m, dict) and m["header"]["parent_msg_id"] == msg_id
 
@@ -211,7 +224,7 @@ class Publisher:
     def send(
         self,
         message: dict[str, Any] | bytes | str,
-        topic: str = IN,
+        topic: str | None = None,
         *,
         response_topic: str | None = None,
         correlation: bytes | None = None,
@@ -224,6 +237,7 @@ class Publisher:
             props.ResponseTopic = response_topic
             if correlation is not None:
                 props.CorrelationData = correlation
+        topic = topic or inbox_for(message)
         info = self.client.publish(topic, payload, qos=1, retain=retain, properties=props)
         info.wait_for_publish(10)
         assert info.is_published()

@@ -18,7 +18,16 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from tests.support import CLOUD, EDGED, HOST, IN, STATUS, ServiceProcess, envelope, wait_until
+from tests.support import (
+    CLOUD,
+    EDGED,
+    HOST,
+    STATUS,
+    ServiceProcess,
+    envelope,
+    inbox_for,
+    wait_until,
+)
 
 SESSION_EXPIRY = 600
 
@@ -123,7 +132,7 @@ class Stream:
 
     def _run(self) -> None:
         for message in self.messages:
-            self._infos.append(self.client.publish(IN, json.dumps(message), qos=1))
+            self._infos.append(self.client.publish(inbox_for(message), json.dumps(message), qos=1))
 
     def published(self) -> int:
         return sum(1 for info in list(self._infos) if info.is_published())

@@ -93,7 +93,12 @@ def test_query_send_and_store_ls(
         },
         "content": {"data": {"a": "1"}},
     }
-    sent = cli("send", "--port", port, stdin=json.dumps(message).encode())
+    # Without a user name the CLI is the query-only identity "metactl": a write is refused.
+    refused = cli("send", "--port", port, stdin=json.dumps(message).encode())
+    assert refused.returncode == 1
+    assert json.loads(refused.stdout)["content"]["reason"] == "forbidden"
+    # This test broker lets anyone in under any name; the service sees the operator.
+    sent = cli("send", "--port", port, "--username", "admin", stdin=json.dumps(message).encode())
     assert sent.returncode == 0, sent.stderr
     reply = json.loads(sent.stdout)
     assert reply["route"]["operation"] == "response"

@@ -19,6 +19,7 @@ from tests.support import (
     CLOUD,
     DEADLETTER,
     EDGED,
+    IN,
     Publisher,
     ServiceProcess,
     Watcher,
@@ -101,7 +102,9 @@ def test_garbage_through_the_broker(
 ) -> None:
     seed = int(os.environ.get("GARBAGE_SEED", time.time_ns() % 1_000_000))
     rng = random.Random(seed)
-    svc = make_service("svc", **{"mqtt.max_payload": MAX_PAYLOAD})
+    # The legacy inbox: no identity, so a garbled route source decides who is told (the
+    # per-sender inboxes have their own garbage in tests/unit/test_hostile_input.py).
+    svc = make_service("svc", **{"mqtt.max_payload": MAX_PAYLOAD, "security.legacy_inbox": True})
     for i in range(3):
         seed_msg = envelope("insert", f"default/pod/seed-{i}", {"i": i})
         publisher.send(seed_msg)
@@ -111,7 +114,7 @@ def test_garbage_through_the_broker(
 
     for _ in range(GARBAGE):
         payload, response_topic = garbage(rng)
-        publisher.send(payload, response_topic=response_topic)
+        publisher.send(payload, IN, response_topic=response_topic)
 
     # Inputs are handled in order: once this is answered, every piece of garbage was.
     probe = envelope("query", "default/pod/seed-1")

@@ -19,12 +19,15 @@ from tests.support import (
     EDGED,
     HOST,
     IN,
+    PREFIX,
     STATUS,
     Broker,
     Publisher,
     ServiceProcess,
     Watcher,
     envelope,
+    inbox,
+    inbox_for,
     reply_to,
     wait_until,
 )
@@ -123,9 +126,9 @@ def test_mosquitto_rr_works_as_a_query_client(
             "-p",
             str(broker.port),
             "-t",
-            IN,
+            inbox("tool"),
             "-e",
-            f"tools/{uuid.uuid4().hex}",
+            f"{PREFIX}/reply/tool/{uuid.uuid4().hex}",
             "-m",
             json.dumps(query),
             "-W",
@@ -186,9 +189,13 @@ def test_bad_input_gets_error_or_deadletter_and_the_service_lives(
     make_service: MakeService, publisher: Publisher, watcher: Watcher
 ) -> None:
     svc = make_service(**{"mqtt.max_payload": 2048})
-    publisher.send(b"\xff not json at all")
-    letter = watcher.wait_for(DEADLETTER, lambda m: m["reason"] == "bad_encoding")
-    assert letter["topic"] == IN
+    publisher.send(b"\xff not json at all", inbox("edged"))
+    told = watcher.wait_for(EDGED, lambda m: m["content"]["reason"] == "bad_encoding")
+    assert told["route"]["operation"] == "error" and told["content"]["code"] == 400
+    # An inbox level no user can have: nobody to tell, so operators see a dead letter.
+    publisher.send(b"\xff not json at all", f"{IN}/")
+    letter = watcher.wait_for(DEADLETTER, lambda m: m["reason"] == "bad_identity")
+    assert letter["topic"] == f"{IN}/"
     publisher.send(envelope("query", "a/b/c/d", source="edged", msg_id="bad-res"))
     err = watcher.wait_for(EDGED, reply_to("bad-res"))
     assert err["route"]["operation"] == "error"
@@ -347,7 +354,7 @@ def test_a_burst_holds_no_more_inputs_than_the_window(
     svc = make_service(**{"database.batch_max": batch_max, "logging.level": "INFO"})
     for i in range(count):  # all at once, as the cloud does after an outage
         m = envelope("insert", f"default/pod/burst-{i}", {"i": i}, msg_id=f"burst-{i}")
-        publisher.client.publish(IN, json.dumps(m), qos=1)
+        publisher.client.publish(inbox_for(m), json.dumps(m), qos=1)
     wait_until(lambda: len(watcher.on(CLOUD)) >= count, 60, "a reply to every input")
     assert len({m["header"]["parent_msg_id"] for m in watcher.on(CLOUD)}) == count
     assert svc.stop() == 0

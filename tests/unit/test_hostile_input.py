@@ -1,11 +1,13 @@
-"""Hostile input, property-based: whatever arrives on the inbox, the service answers cleanly.
+"""Hostile input, property-based: whatever arrives on an inbox, the service answers cleanly.
 
-Every case goes the way the service loop takes an input (``intake.accept`` then
-``Operations.handle`` inside one store transaction) against a temporary SQLite file, no
-broker. The properties: nothing raises; an invalid input is either an ``error`` reply to
-a sender that can be told or a dead-letter entry; anything invalid leaves the store as it
-was; every publish owed is well-formed (a valid MQTT topic, strict JSON); a valid mutating
-input redelivered with its msg_id is not applied twice.
+Every case goes the way the service loop takes an input (``AccessPolicy.admit``, then
+``Operations.refuse`` or ``Operations.handle`` inside one store transaction) against a
+temporary SQLite file, no broker, on the legacy inbox and on per-sender inboxes. The
+properties: nothing raises; an invalid input is either an ``error`` reply to a sender that
+can be told or a dead-letter entry; anything invalid leaves the store as it was; every
+publish owed is well-formed (a valid MQTT topic, strict JSON); a valid mutating input
+redelivered with its msg_id is not applied twice; a sender is answered only where it may
+read.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from hypothesis import strategies as st
 
 from mqtt_metamanager import intake
 from mqtt_metamanager.envelope import MAX_JSON_DEPTH, MAX_RESOURCE_LENGTH, parse_json
+from mqtt_metamanager.identity import AccessPolicy, Refused
 from mqtt_metamanager.operations import Operations, RemoteQueryPolicy, Result
-from mqtt_metamanager.routing import Outgoing, ReplyTo, Router, Topics
+from mqtt_metamanager.routing import Outgoing, ReplyTo, Topics
 from mqtt_metamanager.store import Store
 
 MAX_PAYLOAD = 64 * 1024
@@ -42,7 +45,7 @@ SETTINGS = settings(
 class Outcome:
     """What the service would do with one input."""
 
-    rejected: intake.Rejected | None
+    rejected: Refused | None
     result: Result
 
     @property
@@ -55,27 +58,33 @@ class Harness:
 
     def __init__(self, path: Path) -> None:
         self.store = Store(str(path))
+        self.access = AccessPolicy(
+            TOPICS,
+            ["edged", "edgemesh", "devicetwin", "eventbus", "servicebus"],
+            ["admin"],
+            legacy_inbox=True,
+        )
         self.ops = Operations(
-            self.store,
-            Router(TOPICS, ["edged", "edgemesh", "devicetwin", "eventbus", "servicebus"]),
-            remote_query=RemoteQueryPolicy(timeout=1.0, retries=1),
+            self.store, TOPICS, remote_query=RemoteQueryPolicy(timeout=1.0, retries=1)
         )
         self.path = path
 
-    def feed(self, payload: bytes, reply_to: ReplyTo | None = None) -> Outcome:
-        reply_to = reply_to or ReplyTo()
-        accepted = intake.accept(payload, reply_to, MAX_PAYLOAD)
-        if isinstance(accepted, intake.Rejected):
-            if accepted.inbound is not None:
-                result = self.ops.reject(accepted.inbound, accepted.reason, accepted.text)
-            else:
-                letter = intake.deadletter_payload(
-                    TOPICS.metamanager_in, payload, accepted.reason, accepted.text
-                )
-                result = Result([Outgoing(TOPICS.deadletter, letter)], outcome="deadletter")
-            return Outcome(accepted, result)
+    def feed(
+        self, payload: bytes, props: ReplyTo | None = None, topic: str = TOPICS.metamanager_in
+    ) -> Outcome:
+        """``props``: the input's Response Topic and Correlation Data, if any."""
+        props = props or ReplyTo()
+        admitted = self.access.admit(
+            topic,
+            payload,
+            response_topic=props.topic,
+            correlation=props.correlation,
+            max_payload=MAX_PAYLOAD,
+        )
+        if isinstance(admitted, Refused):
+            return Outcome(admitted, self.ops.refuse(admitted, topic, payload))
         with self.store.atomic():
-            return Outcome(None, self.ops.handle(accepted))
+            return Outcome(None, self.ops.handle(admitted))
 
     def snapshot(self) -> list[tuple[Any, ...]]:
         """The ``meta`` table as another process sees it (read-only connection)."""
@@ -122,17 +131,23 @@ def assert_well_formed(outcome: Outcome) -> None:
 
 def assert_clean_rejection(outcome: Outcome) -> None:
     """An error reply to whoever can be told, else exactly one dead-letter entry."""
-    assert outcome.rejected is not None
-    if outcome.rejected.inbound is None:
-        assert [p.topic for p in outcome.publishes] == [TOPICS.deadletter]
-        letter = json.loads(outcome.publishes[0].payload)
-        assert letter["reason"] == outcome.rejected.reason
+    refused = outcome.rejected
+    assert refused is not None
+    letters = [p for p in outcome.publishes if p.topic == TOPICS.deadletter]
+    replies = [p for p in outcome.publishes if p.topic != TOPICS.deadletter]
+    if refused.inbound is None or refused.notify_operators:
+        assert len(letters) == 1
+        letter = json.loads(letters[0].payload)
+        assert letter["reason"] == refused.error.reason
         assert letter["size"] >= 0
+    if refused.inbound is None:
+        assert replies == []
     else:
-        for out in outcome.publishes:
-            reply = json.loads(out.payload)
-            assert reply["route"]["operation"] == "error"
-            assert reply["content"]["code"] == 400
+        assert len(replies) == 1
+        reply = json.loads(replies[0].payload)
+        assert reply["route"]["operation"] == "error"
+        assert reply["content"]["code"] == refused.error.code
+        assert reply["content"]["code"] in (400, 403)
 
 
 # -- strategies ------------------------------------------------------------------------------
@@ -333,11 +348,11 @@ def test_payload_over_max_payload_is_refused(harness: Harness) -> None:
     before = harness.snapshot()
     big = _envelope("big", "insert", "default/pod/big", "x" * MAX_PAYLOAD)
     outcome = harness.feed(_encode(big))
-    assert outcome.rejected is not None and outcome.rejected.reason == "too_large"
+    assert outcome.rejected is not None and outcome.rejected.error.reason == "too_large"
     assert_clean_rejection(outcome)
     no_sender = b"x" * (MAX_PAYLOAD + 1)
     outcome = harness.feed(no_sender)
-    assert outcome.rejected is not None and outcome.rejected.reason == "too_large"
+    assert outcome.rejected is not None and outcome.rejected.error.reason == "too_large"
     letter = json.loads(outcome.publishes[0].payload)
     assert letter["truncated"] and letter["size"] == MAX_PAYLOAD + 1
     assert len(letter["payload"]) == intake.DEADLETTER_PAYLOAD_MAX
@@ -350,7 +365,7 @@ def test_resource_length_limit(harness: Harness) -> None:
     at_limit = harness.feed(_encode(_envelope("len-ok", "insert", f"default/pod/{name}", {})))
     assert at_limit.rejected is None and at_limit.result.outcome == "stored"
     over = harness.feed(_encode(_envelope("len-bad", "insert", f"default/pod/{name}x", {})))
-    assert over.rejected is not None and over.rejected.reason == "bad_resource"
+    assert over.rejected is not None and over.rejected.error.reason == "bad_resource"
     assert_clean_rejection(over)
     assert len(harness.snapshot()) == len(before) + 1
     harness.feed(_encode(_envelope("len-del", "delete", f"default/pod/{name}", None)))
@@ -364,7 +379,7 @@ def test_nesting_deeper_than_the_limit_is_refused(harness: Harness, depth: int) 
     too_deep = _envelope("deep", "insert", "default/pod/deep", _nested(depth - 1))
     payload = _encode(too_deep) if depth < 1000 else _deep_payload(depth)
     outcome = harness.feed(payload)
-    assert outcome.rejected is not None and outcome.rejected.reason == "too_deep"
+    assert outcome.rejected is not None and outcome.rejected.error.reason == "too_deep"
     assert_clean_rejection(outcome)
     assert harness.snapshot() == before
 
@@ -421,7 +436,8 @@ def test_response_topic_one_cannot_publish_to_is_refused(harness: Harness, topic
     before = harness.snapshot()
     request = _envelope("rt-bad", "insert", "default/pod/rt", {"n": 1})
     outcome = harness.feed(_encode(request), ReplyTo(topic, b"c"))
-    assert outcome.rejected is not None and outcome.rejected.reason == "bad_response_topic"
+    assert outcome.rejected is not None
+    assert outcome.rejected.error.reason == "bad_response_topic"
     assert_clean_rejection(outcome)
     assert_well_formed(outcome)
     assert [p.topic for p in outcome.publishes] == [TOPICS.cloud]
@@ -435,3 +451,124 @@ def test_a_dead_letter_cut_inside_a_character_is_still_text() -> None:
     assert letter["truncated"] is True
     binary = json.loads(intake.deadletter_payload("t", b"\xff" * 5000, "bad_encoding", "why"))
     assert "payload_base64" in binary
+
+
+# -- per-sender inboxes (SPEC §11) ----------------------------------------------------------
+
+LOCAL_MODULES = ("edged", "edgemesh", "devicetwin", "eventbus", "servicebus")
+identities = st.one_of(
+    st.sampled_from([*LOCAL_MODULES, "edgehub", "admin", "tool", "metamanager", "", "Bad", "a/b"]),
+    st.text(max_size=8),
+)
+sources = st.sampled_from(["edged", "devicetwin", "edgecontroller", "metamanager", "tool", ""])
+
+
+def _reply_topics_allowed(identity: str) -> tuple[str, ...]:
+    """Where replies to ``identity`` may go: what it may itself read (the shipped ACL)."""
+    own = TOPICS.reply_space(identity)
+    if identity in LOCAL_MODULES:
+        return (TOPICS.inbox(identity), own)
+    if identity == "edgehub":
+        return (TOPICS.cloud, own)
+    return (own,)
+
+
+@SETTINGS
+@given(
+    identity=identities,
+    message=envelopes(),
+    source=sources,
+    reply_to=reply_tos,
+    link_up=st.booleans(),
+)
+def test_a_sender_is_answered_only_where_it_may_read(
+    harness: Harness, identity: str, message: Any, source: str, reply_to: Any, link_up: bool
+) -> None:
+    harness.ops.set_cloud_link(link_up)
+    if isinstance(message.get("route"), dict):
+        message["route"]["source"] = source
+    before = harness.snapshot()
+    topic = f"{TOPICS.metamanager_in}/{identity}"
+    outcome = harness.feed(_encode(message), reply_to, topic=topic)
+    assert_well_formed(outcome)
+    if outcome.rejected is not None:
+        assert_clean_rejection(outcome)
+        assert harness.snapshot() == before
+    for reply in outcome.result.replies:
+        allowed = _reply_topics_allowed(identity)
+        assert reply.topic in allowed or reply.topic.startswith(f"{allowed[-1]}/"), reply.topic
+    if identity not in (*LOCAL_MODULES, "edgehub", "admin"):
+        # Anyone else may only ask: nothing it sends changes the store.
+        assert harness.snapshot() == before
+    if identity in LOCAL_MODULES and outcome.rejected is None:
+        assert source == identity
+
+
+@pytest.mark.parametrize(
+    ("identity", "source", "operation", "response_topic", "reason", "told"),
+    [
+        ("devicetwin", "edged", "insert", None, "source_mismatch", "kubeedge/devicetwin/in"),
+        ("edged", "metamanager", "update", None, "source_mismatch", "kubeedge/edged/in"),
+        ("edgehub", "metamanager", "insert", None, "source_mismatch", "kubeedge/edgehub/in"),
+        ("tool", "edgecontroller", "insert", None, "forbidden", "kubeedge/reply/tool"),
+        ("tool", "tool", "delete", "kubeedge/reply/tool/1", "forbidden", "kubeedge/reply/tool/1"),
+        (
+            "tool",
+            "tool",
+            "query",
+            "kubeedge/edged/in",
+            "forbidden_response_topic",
+            "kubeedge/reply/tool",
+        ),
+        (
+            "edged",
+            "edged",
+            "query",
+            "kubeedge/devicetwin/in",
+            "forbidden_response_topic",
+            "kubeedge/edged/in",
+        ),
+        (
+            "admin",
+            "metamanager",
+            "insert",
+            "kubeedge/reply/admin/x",
+            "source_mismatch",
+            "kubeedge/reply/admin/x",
+        ),
+    ],
+)
+def test_refusals_go_to_the_sender_and_to_operators(
+    harness: Harness,
+    identity: str,
+    source: str,
+    operation: str,
+    response_topic: str | None,
+    reason: str,
+    told: str,
+) -> None:
+    before = harness.snapshot()
+    request = _envelope(f"deny-{reason}", operation, "default/pod/deny", {"n": 1}, source)
+    topic = f"{TOPICS.metamanager_in}/{identity}"
+    outcome = harness.feed(_encode(request), ReplyTo(response_topic, b"c"), topic=topic)
+    assert outcome.rejected is not None and outcome.rejected.error.reason == reason
+    [reply] = outcome.result.replies
+    assert reply.topic == told
+    answer = json.loads(reply.payload)
+    assert answer["route"]["operation"] == "error"
+    assert answer["content"]["code"] == 403
+    assert answer["header"]["parent_msg_id"] == f"deny-{reason}"
+    [letter] = [json.loads(p.payload) for p in outcome.publishes if p.topic == TOPICS.deadletter]
+    assert letter["identity"] == identity and letter["reason"] == reason
+    assert harness.snapshot() == before
+
+
+@pytest.mark.parametrize("level", ["", "Admin", "metamanager", "a b", "x" * 64])
+def test_an_identity_no_user_can_have_is_a_dead_letter(harness: Harness, level: str) -> None:
+    before = harness.snapshot()
+    request = _envelope("odd", "insert", "default/pod/odd", {"n": 1}, "edgecontroller")
+    topic = f"{TOPICS.metamanager_in}/{level}"
+    outcome = harness.feed(_encode(request), ReplyTo("kubeedge/reply/admin/1"), topic=topic)
+    assert outcome.rejected is not None and outcome.rejected.error.reason == "bad_identity"
+    assert [p.topic for p in outcome.publishes] == [TOPICS.deadletter]
+    assert harness.snapshot() == before

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from mqtt_metamanager.envelope import Message, message_from_dict
+from mqtt_metamanager.identity import AccessPolicy
 from mqtt_metamanager.operations import Inbound, Operations, RemoteQueryPolicy, Result
-from mqtt_metamanager.routing import ReplyTo, Router, Topics
+from mqtt_metamanager.routing import ReplyTo, Topics
 from mqtt_metamanager.store import Store
 
 T = Topics("kubeedge")
@@ -29,7 +30,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 def ops(store: Store) -> Operations:
     return Operations(
         store,
-        Router(T, ["edged", "edgemesh", "devicetwin"]),
+        T,
         remote_query=RemoteQueryPolicy(timeout=1.0, retries=1),
     )
 
@@ -52,9 +53,24 @@ def msg(
     )
 
 
+# The legacy inbox: no identity, replies and forwards by route source (SPEC §4), so these
+# tests can play every sender. Identities have their own tests (test_hostile_input.py).
+ACCESS = AccessPolicy(T, ["edged", "edgemesh", "devicetwin"], ["admin"], legacy_inbox=True)
+
+
+def inbound(m: Message, props: ReplyTo | None = None) -> Inbound:
+    """``m`` as it arrives on the legacy inbox; ``props``: its Response Topic and Correlation."""
+    props = props or ReplyTo()
+    admitted = ACCESS.admit(
+        T.metamanager_in, m.encode(), response_topic=props.topic, correlation=props.correlation
+    )
+    assert isinstance(admitted, Inbound), admitted
+    return admitted
+
+
 def run(ops: Operations, m: Message, reply_to: ReplyTo | None = None) -> Result:
     with ops.store.atomic():
-        return ops.handle(Inbound(m, reply_to or ReplyTo()))
+        return ops.handle(inbound(m, reply_to))
 
 
 def sent(result: Result, topic: str) -> list[dict[str, Any]]:
@@ -467,7 +483,7 @@ def test_unknown_operation_is_400_unsupported(ops: Operations) -> None:
 def test_a_rolled_back_transaction_rolls_back_link_and_remote_queries(ops: Operations) -> None:
     connect(ops)
     with pytest.raises(RuntimeError), ops.undo_on_error(), ops.store.atomic():
-        ops.handle(Inbound(msg("query", "default/node/n", source="edged", msg_id="q")))
+        ops.handle(inbound(msg("query", "default/node/n", source="edged", msg_id="q")))
         ops.set_cloud_link(False)
         assert not ops.link.connected
         raise RuntimeError("the commit failed")

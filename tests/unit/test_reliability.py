@@ -171,7 +171,7 @@ def test_acked_outbox_rows_are_not_forgotten_when_the_transaction_fails(
         )
     service.ledger.sent(41, entries[0].id)
     service.events.put(Published(41))
-    received = Received("kubeedge/metamanager/in", _insert(), 5, 1, None, None, 1)
+    received = Received("kubeedge/metamanager/in/edgehub", _insert(), 5, 1, None, None, 1)
     service.events.put(received)
     with (
         mock.patch.object(service.transport, "publish", return_value=1),
@@ -214,7 +214,9 @@ def test_inputs_wait_while_the_broker_is_behind_on_our_publishes(tmp_path: Path)
     for mid in range(1, MAX_UNACKED_PUBLISHES + 1):
         service.ledger.sent(mid, mid)
     for mid in range(3):
-        service.events.put(Received("kubeedge/metamanager/in", _insert(), mid, 1, None, None, 1))
+        service.events.put(
+            Received("kubeedge/metamanager/in/edgehub", _insert(), mid, 1, None, None, 1)
+        )
     assert service._collect(0.1, handle_inputs=True) == []
     assert len(service._held) == 3
     service.events.put(Published(1))

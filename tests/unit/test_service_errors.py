@@ -7,13 +7,13 @@ from collections.abc import Callable
 from typing import Any
 
 from mqtt_metamanager.transport import Received
-from tests.support import DEADLETTER, EDGED, IN, envelope
+from tests.support import DEADLETTER, EDGED, IN, envelope, inbox_for
 from tests.unit.conftest import OfflineService
 
 
-def received(message: dict[str, Any] | bytes, mid: int) -> Received:
+def received(message: dict[str, Any] | bytes, mid: int, topic: str | None = None) -> Received:
     payload = message if isinstance(message, bytes) else json.dumps(message).encode()
-    return Received(IN, payload, mid, 1, None, None)
+    return Received(topic or inbox_for(message), payload, mid, 1, None, None)
 
 
 def test_an_input_that_meets_a_bug_gets_500_is_acked_and_applies_nothing(
@@ -46,9 +46,27 @@ def test_an_input_that_meets_a_bug_gets_500_is_acked_and_applies_nothing(
 def test_a_rejected_input_claiming_to_be_metamanager_is_a_dead_letter(
     offline_service: Callable[..., OfflineService],
 ) -> None:
-    svc, published = offline_service()
+    # On the legacy inbox a route source is all there is to answer by, and a reply to
+    # "metamanager" would come back to us: nobody can be told, so it is a dead letter.
+    svc, published = offline_service(security={"legacy_inbox": True})
     bad = envelope("insert", "default/pod/p", {}, source="metamanager")
     del bad["header"]["msg_id"]
-    svc._process([received(bad, 1)])
+    svc._process([received(bad, 1, IN)])
     [letter] = [json.loads(p.payload) for p in published if p.topic == DEADLETTER]
     assert letter["reason"] == "missing_msg_id"
+    assert [p.topic for p in published] == [DEADLETTER]
+
+
+def test_a_sender_claiming_to_be_metamanager_is_refused_and_told(
+    offline_service: Callable[..., OfflineService],
+) -> None:
+    # It used to get no reply at all, not even its 503: a reply to "metamanager" went nowhere.
+    svc, published = offline_service()
+    spoof = envelope("insert", "default/pod/p", {"x": 1}, source="metamanager", msg_id="s")
+    svc._process([received(spoof, 1, f"{IN}/edged")])
+    [reply] = [json.loads(p.payload) for p in published if p.topic == EDGED]
+    assert reply["content"]["reason"] == "source_mismatch"
+    assert reply["header"]["parent_msg_id"] == "s"
+    [letter] = [json.loads(p.payload) for p in published if p.topic == DEADLETTER]
+    assert letter["identity"] == "edged"
+    assert svc.store.get("default/pod/p") is None

@@ -10,10 +10,8 @@ import pytest
 from mqtt_metamanager.routing import Outgoing
 from mqtt_metamanager.service import Service
 from mqtt_metamanager.transport import Connected, Published, Received
-from tests.support import envelope
+from tests.support import envelope, inbox_for
 from tests.unit.conftest import OfflineService
-
-IN = "kubeedge/metamanager/in"
 
 
 @pytest.fixture
@@ -22,7 +20,7 @@ def service(offline_service: Callable[..., OfflineService]) -> OfflineService:
 
 
 def received(message: dict[str, object], mid: int, response_topic: str | None = None) -> Received:
-    return Received(IN, json.dumps(message).encode(), mid, 1, response_topic, b"c")
+    return Received(inbox_for(message), json.dumps(message).encode(), mid, 1, response_topic, b"c")
 
 
 def test_an_insert_logs_its_forward_and_reply_until_the_broker_acks_them(
@@ -48,8 +46,8 @@ def test_a_local_query_is_answered_without_an_outbox_row_or_a_write(
     svc.step(0)
     before = svc.store.changes()
     query = envelope("query", "ns/pod/a", source="edged")
-    svc._process([received(query, 3, response_topic="tool/reply")])
-    assert published[-1].topic == "tool/reply"
+    svc._process([received(query, 3, response_topic="kubeedge/reply/edged/1")])
+    assert published[-1].topic == "kubeedge/reply/edged/1"
     assert json.loads(published[-1].payload)["content"] == [{"metadata": {"name": "a"}}]
     assert svc.store.outbox_pending() == []
     svc.events.put(Published(3))
