@@ -21,8 +21,8 @@ FROM ${BASE_IMAGE}
 RUN groupadd --system --gid 10001 metamanager \
  && useradd --system --uid 10001 --gid 10001 --home-dir /data --no-create-home \
       --shell /usr/sbin/nologin metamanager \
- && mkdir -p /data \
- && chown metamanager:metamanager /data
+ && mkdir -p /data /auth \
+ && chown metamanager:metamanager /data /auth
 COPY --from=build /opt/metamanager /opt/metamanager
 COPY conf/edge.yaml /app/conf/edge.yaml
 
@@ -32,6 +32,9 @@ ENV PATH=/opt/metamanager/bin:$PATH \
     METAMANAGER_MQTT__HOST=mosquitto \
     METAMANAGER_DATABASE__PATH=/data/metamanager.db
 WORKDIR /app
+# /data: the store. /auth: broker credentials (`mqtt-metamanager auth init --dir /auth`); a
+# fresh named volume mounted there takes this directory's owner, so the unprivileged user
+# can write it.
 VOLUME ["/data"]
 USER metamanager
 

@@ -35,6 +35,10 @@ CONNECTION = f"{PREFIX}/metamanager/connection"
 DEADLETTER = f"{PREFIX}/metamanager/deadletter"
 
 
+# A broker login: (username, password).
+Login = tuple[str, str]
+
+
 def mosquitto_binary() -> str | None:
     return shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
 
@@ -118,7 +122,9 @@ class Broker:
 class Watcher:
     """Subscribes to topics and records what arrives; ``wait_for`` blocks on a condition."""
 
-    def __init__(self, port: int, topics: list[str] | str = "#") -> None:
+    def __init__(
+        self, port: int, topics: list[str] | str = "#", *, login: Login | None = None
+    ) -> None:
         self.messages: list[tuple[str, bytes, Any]] = []
         self._cond = threading.Condition()
         self._topics = [topics] if isinstance(topics, str) else topics
@@ -128,6 +134,8 @@ class Watcher:
             client_id=f"watch-{uuid.uuid4().hex[:8]}",
             protocol=mqtt.MQTTv5,
         )
+        if login is not None:
+            self.client.username_pw_set(*login)
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *_a: self._subscribed.set()
         self.client.on_message = self._on_message
@@ -216,8 +224,10 @@ def envelope(
 class Publisher:
     """A plain QoS 1 publisher, optionally with a v5 Response Topic."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, *, login: Login | None = None) -> None:
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        if login is not None:
+            self.client.username_pw_set(*login)
         self.client.connect(HOST, port)
         self.client.loop_start()
 

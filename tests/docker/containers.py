@@ -7,7 +7,18 @@ import time
 import warnings
 from typing import Any
 
-from tests.support import EDGED, HOST, Publisher, Watcher, envelope, reply_to, wait_until
+from tests.support import (
+    EDGED,
+    HOST,
+    PREFIX,
+    Login,
+    Publisher,
+    Watcher,
+    envelope,
+    inbox,
+    reply_to,
+    wait_until,
+)
 
 # testcontainers deprecates its own helpers (wait_container_is_ready, string predicates
 # for wait_for_logs) that MosquittoContainer still uses: not ours to act on.
@@ -82,13 +93,16 @@ def stop_timed(container: Any, grace: int = 10) -> tuple[float, int]:
     return took, int(container.attrs["State"]["ExitCode"])
 
 
-def insert_is_forwarded(port: int, resource: str, content: Any) -> dict[str, Any]:
-    """Insert ``resource`` as the cloud would; return the copy forwarded to edged."""
-    watcher = Watcher(port, [EDGED])
-    publisher = Publisher(port)
+def insert_is_forwarded(
+    port: int, resource: str, content: Any, login: Login | None = None
+) -> dict[str, Any]:
+    """Insert ``resource`` as the cloud would (through edgehub's inbox, or as the operator
+    ``login`` names); return the copy forwarded to edged."""
+    watcher = Watcher(port, [EDGED], login=login)
+    publisher = Publisher(port, login=login)
     try:
         msg = envelope("insert", resource, content)
-        publisher.send(msg)
+        publisher.send(msg, inbox(login[0]) if login else None)
         forwarded: dict[str, Any] = watcher.wait_for(
             EDGED, lambda m: isinstance(m, dict) and m["route"]["resource"] == resource, 15
         )
@@ -98,14 +112,18 @@ def insert_is_forwarded(port: int, resource: str, content: Any) -> dict[str, Any
         watcher.close()
 
 
-def query(port: int, resource: str, timeout: float = 15) -> dict[str, Any]:
-    """Ask the service for ``resource`` with a v5 Response Topic; return its reply."""
-    reply_topic = f"tests/docker/reply/{time.monotonic_ns()}"
-    watcher = Watcher(port, [reply_topic])
-    publisher = Publisher(port)
+def query(
+    port: int, resource: str, timeout: float = 15, login: Login | None = None
+) -> dict[str, Any]:
+    """Ask the service for ``resource`` with a v5 Response Topic, as the user ``login``
+    names (else as a tool on a broker that lets anyone in); return its reply."""
+    identity = login[0] if login else "tools"
+    reply_topic = f"{PREFIX}/reply/{identity}/{time.monotonic_ns()}"
+    watcher = Watcher(port, [reply_topic], login=login)
+    publisher = Publisher(port, login=login)
     try:
-        msg = envelope("query", resource, None, source="tools")
-        publisher.send(msg, response_topic=reply_topic, correlation=b"docker-tier")
+        msg = envelope("query", resource, None, source=identity)
+        publisher.send(msg, inbox(identity), response_topic=reply_topic, correlation=b"docker-tier")
         reply: dict[str, Any] = watcher.wait_for(
             reply_topic, reply_to(msg["header"]["msg_id"]), timeout
         )

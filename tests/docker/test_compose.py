@@ -1,5 +1,6 @@
-"""The compose stack as a user runs it: up with --wait, an insert with mosquitto_pub reaches
-edged, the data survives `restart metamanager`, down with volumes."""
+"""The compose stack as a user runs it: up with --wait, nothing anonymous gets in, an insert
+with mosquitto_pub as admin reaches edged, the data and the credentials survive `restart` and
+`down && up`, down with volumes."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 
 from tests.docker.conftest import ROOT
 from tests.docker.containers import query, wait_for_port
-from tests.support import EDGED, IN, Watcher, envelope, free_port
+from tests.support import EDGED, Watcher, envelope, free_port, inbox
 
 pytestmark = pytest.mark.docker
 
@@ -72,6 +73,12 @@ def stack(tmp_path: Path, compose_command: list[str]) -> Iterator[tuple[Compose,
         compose("down", "-v", "--remove-orphans", "--timeout", "10", timeout=120)
 
 
+def admin_login(compose: Compose) -> tuple[str, str]:
+    """The operator's credentials, the way the README tells an operator to get them."""
+    password = compose("exec", "-T", "metamanager", "cat", "/auth/admin.password").stdout
+    return ("admin", password.strip())
+
+
 def test_compose_up_insert_restart_query_down(
     stack: tuple[Compose, int], mosquitto_pub: str
 ) -> None:
@@ -85,29 +92,34 @@ def test_compose_up_insert_restart_query_down(
         "mosquitto": "healthy",
         "metamanager": "healthy",
     }, states
+    admin = admin_login(compose)
 
     content = {"metadata": {"name": "nginx", "namespace": "default"}, "spec": {"nodeName": "e1"}}
     msg = envelope("insert", "default/pod/nginx", content)
     msg_id = msg["header"]["msg_id"]
-    edged = Watcher(port, [EDGED])
-    try:
-        subprocess.run(
+
+    def pub(*login: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
             [
-                mosquitto_pub,
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "-q",
-                "1",
-                "-t",
-                IN,
-                "-m",
-                json.dumps(msg),
+                *(mosquitto_pub, "-h", "127.0.0.1", "-p", str(port), *login, "-q", "1"),
+                *("-t", inbox("admin"), "-m", json.dumps(msg)),
             ],
-            check=True,
+            capture_output=True,
+            text=True,
             timeout=30,
+            check=False,
         )
+
+    # Nothing anonymous gets in, nor a wrong password.
+    anonymous = pub()
+    assert anonymous.returncode != 0 and "not authorised" in anonymous.stderr.lower(), anonymous
+    wrong = pub("-u", "admin", "-P", "not-the-password")
+    assert wrong.returncode != 0, wrong
+
+    edged = Watcher(port, [EDGED], login=admin)
+    try:
+        sent = pub("-u", admin[0], "-P", admin[1])
+        assert sent.returncode == 0, sent.stderr
         forwarded = edged.wait_for(
             EDGED, lambda m: isinstance(m, dict) and m["header"]["msg_id"] == msg_id
         )
@@ -117,11 +129,15 @@ def test_compose_up_insert_restart_query_down(
 
     compose("restart", "metamanager", timeout=60)
     # The query is QoS 1 to a persistent session: answered once the service is back.
-    reply = query(port, "default/pod/nginx", timeout=30)
+    reply = query(port, "default/pod/nginx", timeout=30, login=admin)
     assert reply["route"]["operation"] == "response", reply
     assert reply["content"] == [content]
 
-    # A new container (as after an image upgrade) finds it too: the store is on the volume.
-    compose("up", "-d", "--wait", "--no-deps", "--force-recreate", "metamanager", timeout=120)
-    reply = query(port, "default/pod/nginx", timeout=30)
+    # down and up again (as after a host reboot or an upgrade): the store and the
+    # credentials are on volumes; the same admin password still works.
+    compose("down", "--timeout", "10", timeout=120)
+    compose("up", "-d", "--wait", timeout=300)
+    wait_for_port(port)
+    assert admin_login(compose) == admin
+    reply = query(port, "default/pod/nginx", timeout=30, login=admin)
     assert reply["content"] == [content], reply
