@@ -293,8 +293,11 @@ def from_mapping(
         if name and not os.access(name, os.R_OK):
             raise ConfigError(f"{path}: cannot read {name!r}")
     for module in config.modules.local:
-        if not module or set(module) & set("/+#"):
-            raise ConfigError(f"modules.local: {module!r} is not a module name")
+        # Each local module logs in under its name and Mosquitto puts it in ACL patterns.
+        if not USERNAME.fullmatch(module):
+            raise ConfigError(
+                f"modules.local: {module!r} is not a module name ({USERNAME.pattern})"
+            )
     for operator in config.security.operators:
         if not USERNAME.fullmatch(operator):
             raise ConfigError(

@@ -19,6 +19,7 @@ from .outcome import Inbound, OperationError, Side
 from .routing import EDGED, EDGEHUB, METAMANAGER, ReplyTo, Topics
 
 QUERY = "query"
+LINK_STATE_OPS = frozenset({"connect", "publish"})
 FORBIDDEN = 403
 
 
@@ -125,7 +126,12 @@ class AccessPolicy:
         if sender.query_only and message.operation != QUERY:
             text = f"{sender.identity} may only query, not {message.operation!r}"
             return sender.refuse(message, OperationError(403, "forbidden", text))
-        return Inbound(message, sender.reply_to, self._side(sender, message, source))
+        if message.operation in LINK_STATE_OPS and not sender.may_set_link(self.operators):
+            # The cloud link's state is edgehub's to tell (SPEC §2), not a local module's.
+            text = f"{sender.identity} may not set the cloud link's state"
+            return sender.refuse(message, OperationError(403, "forbidden", text))
+        side = self._side(sender, message, source)
+        return Inbound(message, sender.reply_to, side, sender.identity)
 
     # -- senders --------------------------------------------------------------------------
 
@@ -204,7 +210,10 @@ class Sender:
         """A request to address an error reply to, or None when nobody can be told."""
         if self.reply_to.topic is None:
             return None
-        return Inbound(message, self.reply_to)
+        return Inbound(message, self.reply_to, identity=self.identity)
+
+    def may_set_link(self, operators: frozenset[str]) -> bool:
+        return self.identity in ("", EDGEHUB) or self.identity in operators
 
     def refuse(self, message: Message, error: OperationError) -> Refused:
         # Access refusals (403) are security events: operators see each on the dead-letter

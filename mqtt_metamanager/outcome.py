@@ -39,6 +39,7 @@ class Inbound:
     message: Message
     reply_to: ReplyTo = field(default_factory=ReplyTo)
     side: Side = Side.LOCAL
+    identity: str = ""  # who sent it ("" on the legacy inbox), for logs and dead letters
 
 
 @dataclass(frozen=True)

@@ -339,8 +339,9 @@ class Service:
             msg_id, resource = inbound.message.msg_id, inbound.message.route.resource
             publishes = self.ops.internal_error(inbound, type(exc).__name__).publishes
         if not publishes:
+            identity = inbound.identity if inbound else ""
             letter = intake.deadletter_payload(
-                received.topic, received.payload, "internal_error", type(exc).__name__
+                received.topic, received.payload, "internal_error", type(exc).__name__, identity
             )
             publishes = [Outgoing(self.topics.deadletter, letter)]
         log.exception("msg_id=%s resource=%s internal error, input dropped", msg_id, resource)

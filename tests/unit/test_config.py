@@ -98,6 +98,10 @@ def test_environment_text_is_read_by_the_key_type_not_as_yaml() -> None:
         ({"mqtt": {"tls": {"ca_file": "/nonexistent/ca.pem"}}}, "mqtt.tls.ca_file"),
         ({"cloud": {"bridge_state_topic": "kubeedge/+/bridge"}}, "cloud.bridge_state_topic"),
         ({"modules": {"local": ["edged", "a/b"]}}, "modules.local"),
+        ({"modules": {"local": ["Edged"]}}, "modules.local"),
+        ({"security": {"operators": ["admin", "root+"]}}, "security.operators"),
+        ({"security": {"operators": ["-admin"]}}, "security.operators"),
+        ({"security": {"legacy_inbox": "yes"}}, "security.legacy_inbox"),
     ],
 )
 def test_files_topics_and_module_names_are_checked_at_start(
@@ -117,3 +121,12 @@ def test_shipped_broker_configs_pass_oversized_input_on_to_metamanager(name: str
     assert "message_size_limit" not in settings
     assert int(settings["max_packet_size"]) > config.from_mapping({}, {}).mqtt.max_payload
     assert settings["set_tcp_nodelay"] == "true"
+
+
+@pytest.mark.parametrize("name", ["mosquitto.conf", "local.conf"])
+def test_shipped_broker_configs_refuse_anonymous_clients(name: str) -> None:
+    lines = (REPO / "mosquitto" / name).read_text().splitlines()
+    settings = dict(line.split(None, 1) for line in lines if line and not line.startswith("#"))
+    assert settings["allow_anonymous"] == "false"
+    assert settings["password_file"].endswith("passwd")
+    assert settings["acl_file"].endswith("acl")

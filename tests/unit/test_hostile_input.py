@@ -536,6 +536,8 @@ def test_a_sender_is_answered_only_where_it_may_read(
             "source_mismatch",
             "kubeedge/reply/admin/x",
         ),
+        ("devicetwin", "devicetwin", "connect", None, "forbidden", "kubeedge/devicetwin/in"),
+        ("tool", "tool", "publish", None, "forbidden", "kubeedge/reply/tool"),
     ],
 )
 def test_refusals_go_to_the_sender_and_to_operators(
