@@ -13,6 +13,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from . import cli_auth
 from . import config as config_mod
 from .bridge import add_arguments as bridge_arguments
 from .config import Config, ConfigError, MQTTConfig
@@ -327,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", dest="sub_config", help="config file (login, with --host)")
     _add_login_args(p)
     p.set_defaults(func=cmd_bench)
+
+    cli_auth.add_parser(sub)
 
     p = sub.add_parser("bridge-config", help="print the Mosquitto bridge config for the cloud link")
     p.add_argument("-c", "--config", dest="sub_config", help="config file")

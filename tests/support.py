@@ -76,6 +76,8 @@ class Broker:
     workdir: Path
     port: int = field(default_factory=free_port)
     extra_conf: str = ""
+    # A directory `mqtt-metamanager auth init` wrote: then nobody gets in anonymously.
+    auth_dir: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -88,7 +90,7 @@ class Broker:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.conf_path.write_text(
             f"listener {self.port} {HOST}\n"
-            "allow_anonymous true\n"
+            f"{self._access()}\n"
             "set_tcp_nodelay true\n"
             "persistence true\n"
             f"persistence_location {self.workdir}/\n"
@@ -103,6 +105,15 @@ class Broker:
         self.proc = subprocess.Popen([binary, "-c", str(self.conf_path)], stdout=log, stderr=log)
         wait_until(lambda: port_open(self.port), 10, f"mosquitto on port {self.port}")
         return self
+
+    def _access(self) -> str:
+        if self.auth_dir is None:
+            return "allow_anonymous true"
+        return (
+            "allow_anonymous false\n"
+            f"password_file {self.auth_dir / 'passwd'}\n"
+            f"acl_file {self.auth_dir / 'acl'}"
+        )
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
