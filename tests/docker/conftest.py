@@ -17,6 +17,8 @@ from typing import Any, NoReturn
 
 import pytest
 
+from mqtt_metamanager.auth import AuthDir, AuthSettings
+
 # testcontainers reads these when it is first imported (by the test modules, after this
 # file): no Ryuk (its image cannot be pulled here), and containers reached through their
 # ports published on the Docker host's 127.0.0.1.
@@ -139,3 +141,16 @@ def mosquitto_pub() -> str:
     if found is None:
         unavailable("mosquitto_pub is not installed (apt-get install mosquitto-clients)")
     return found
+
+
+@pytest.fixture
+def auth_dir(tmp_path: Path) -> AuthDir:
+    """Credentials as `mqtt-metamanager auth init` writes them, for the project's broker
+    config (it loads /mosquitto/auth/passwd and /mosquitto/auth/acl)."""
+    auth = AuthDir(tmp_path / "auth", AuthSettings())
+    auth.init()
+    return auth
+
+
+def login_of(auth: AuthDir, user: str) -> tuple[str, str]:
+    return user, auth.password_path(user).read_text().strip()

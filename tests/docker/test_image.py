@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.docker.conftest import ROOT
+from mqtt_metamanager.auth import AuthDir
+from tests.docker.conftest import ROOT, login_of
 from tests.docker.containers import (
     LoopbackMosquitto,
     container_logs,
@@ -35,7 +36,9 @@ def network() -> Iterator[Any]:
 
 
 @pytest.fixture
-def broker(tmp_path: Path, mosquitto_image: str, network: Any) -> Iterator[LoopbackMosquitto]:
+def broker(
+    tmp_path: Path, mosquitto_image: str, network: Any, auth_dir: AuthDir
+) -> Iterator[LoopbackMosquitto]:
     conf_d = tmp_path / "conf.d"
     conf_d.mkdir()
     container = (
@@ -43,6 +46,7 @@ def broker(tmp_path: Path, mosquitto_image: str, network: Any) -> Iterator[Loopb
         .with_network(network)
         .with_network_aliases("mosquitto")
         .with_volume_mapping(conf_d, "/mosquitto/config/conf.d")
+        .with_volume_mapping(str(auth_dir.path), "/mosquitto/auth")
     )
     try:
         container.start(configfile=str(ROOT / "mosquitto" / "mosquitto.conf"))
@@ -52,11 +56,25 @@ def broker(tmp_path: Path, mosquitto_image: str, network: Any) -> Iterator[Loopb
 
 
 @pytest.fixture
-def service(service_image: str, network: Any, broker: LoopbackMosquitto) -> Iterator[Any]:
-    """The image as built, with its own defaults: broker ``mosquitto``, store in /data."""
+def service(
+    tmp_path: Path, service_image: str, network: Any, broker: LoopbackMosquitto, auth_dir: AuthDir
+) -> Iterator[Any]:
+    """The image as built, with its own defaults (broker ``mosquitto``, store in /data) and
+    a login, as compose gives it."""
     from testcontainers.core.container import DockerContainer
 
-    container = DockerContainer(service_image).with_network(network)
+    # The container's user is not this test's: a copy of its password it may read.
+    secret = tmp_path / "secret"
+    secret.mkdir(mode=0o755)
+    (secret / "metamanager.password").write_text(auth_dir.password_path("metamanager").read_text())
+    (secret / "metamanager.password").chmod(0o644)
+    container = (
+        DockerContainer(service_image)
+        .with_network(network)
+        .with_volume_mapping(str(secret), "/auth")
+        .with_env("METAMANAGER_MQTT__USERNAME", "metamanager")
+        .with_env("METAMANAGER_MQTT__PASSWORD_FILE", "/auth/metamanager.password")
+    )
     try:
         container.start()
         yield container.get_wrapped_container()
@@ -64,8 +82,11 @@ def service(service_image: str, network: Any, broker: LoopbackMosquitto) -> Iter
         container.stop()
 
 
-def test_image_runs_connected_and_stops_cleanly(broker: LoopbackMosquitto, service: Any) -> None:
+def test_image_runs_connected_and_stops_cleanly(
+    broker: LoopbackMosquitto, service: Any, auth_dir: AuthDir
+) -> None:
     wait_healthy(service, HEALTHY_WITHIN)
+    admin = login_of(auth_dir, "admin")
 
     # Unprivileged, with the store on the /data volume.
     assert service.attrs["Config"]["User"] == "metamanager"
@@ -74,15 +95,15 @@ def test_image_runs_connected_and_stops_cleanly(broker: LoopbackMosquitto, servi
     assert any(m["Destination"] == "/data" for m in service.attrs["Mounts"])
 
     content = {"metadata": {"name": "web", "namespace": "default"}, "data": {"k": "v"}}
-    forwarded = insert_is_forwarded(broker.port, "default/configmap/web", content)
+    forwarded = insert_is_forwarded(broker.port, "default/configmap/web", content, admin)
     assert forwarded["content"] == content
-    reply = query(broker.port, "default/configmap/web")
+    reply = query(broker.port, "default/configmap/web", login=admin)
     assert reply["route"]["operation"] == "response", reply
     assert reply["content"] == [content]
     listing = service.exec_run(["ls", "/data"]).output.decode()
     assert "metamanager.db" in listing, listing
 
-    status = Watcher(broker.port, [STATUS])
+    status = Watcher(broker.port, [STATUS], login=admin)
     try:
         status.wait_for(STATUS, lambda m: m == b"online")
         took, code = stop_timed(service)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.docker.conftest import ROOT
+from mqtt_metamanager.auth import AuthDir
+from tests.docker.conftest import ROOT, login_of
 from tests.docker.containers import LoopbackMosquitto, container_logs, insert_is_forwarded, query
 from tests.support import STATUS, ServiceProcess, Watcher
 
@@ -15,8 +16,9 @@ pytestmark = pytest.mark.docker
 
 
 @pytest.fixture
-def broker(tmp_path: Path, mosquitto_image: str) -> Iterator[LoopbackMosquitto]:
+def broker(tmp_path: Path, mosquitto_image: str, auth_dir: AuthDir) -> Iterator[LoopbackMosquitto]:
     container = LoopbackMosquitto(image=mosquitto_image)
+    container.with_volume_mapping(str(auth_dir.path), "/mosquitto/auth")
     # The project's own broker config, at the path the image and compose use; its
     # include_dir gets an empty conf.d (a developer's own bridge.conf stays out of tests).
     conf_d = tmp_path / "conf.d"
@@ -30,8 +32,14 @@ def broker(tmp_path: Path, mosquitto_image: str) -> Iterator[LoopbackMosquitto]:
 
 
 @pytest.fixture
-def service(tmp_path: Path, broker: LoopbackMosquitto) -> Iterator[ServiceProcess]:
-    svc = ServiceProcess(tmp_path / "svc", broker.port)
+def service(
+    tmp_path: Path, broker: LoopbackMosquitto, auth_dir: AuthDir
+) -> Iterator[ServiceProcess]:
+    login = {
+        "mqtt.username": "metamanager",
+        "mqtt.password_file": str(auth_dir.password_path("metamanager")),
+    }
+    svc = ServiceProcess(tmp_path / "svc", broker.port, login)
     try:
         yield svc.start()
     finally:
@@ -47,19 +55,20 @@ def test_broker_container_answers_on_loopback_only(broker: LoopbackMosquitto) ->
 
 
 def test_service_against_the_broker_container(
-    broker: LoopbackMosquitto, service: ServiceProcess
+    broker: LoopbackMosquitto, service: ServiceProcess, auth_dir: AuthDir
 ) -> None:
     content = {"metadata": {"name": "nginx", "namespace": "default"}, "spec": {"nodeName": "e1"}}
+    admin = login_of(auth_dir, "admin")
 
-    forwarded = insert_is_forwarded(broker.port, "default/pod/nginx", content)
+    forwarded = insert_is_forwarded(broker.port, "default/pod/nginx", content, admin)
     assert forwarded["content"] == content
 
-    reply = query(broker.port, "default/pod/nginx")
+    reply = query(broker.port, "default/pod/nginx", login=admin)
     assert reply["route"]["operation"] == "response", reply
     assert reply["content"] == [content]
 
     # SIGTERM: a clean exit, and the retained status says so.
-    status = Watcher(broker.port, [STATUS])
+    status = Watcher(broker.port, [STATUS], login=admin)
     try:
         status.wait_for(STATUS, lambda m: m == b"online")
         assert service.stop() == 0
