@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import re
 import string
@@ -30,8 +31,8 @@ TEMPLATE = """\
 connection ${name}
 address ${address}
 
-# cloud -> edge: what the cloud sends the node lands in metamanager's inbox.
-topic "" in ${qos} ${prefix}/metamanager/in ${prefix}/nodes/${node}/down
+# cloud -> edge: what the cloud sends the node lands in edgehub's inbox at metamanager.
+topic "" in ${qos} ${prefix}/metamanager/in/edgehub ${prefix}/nodes/${node}/down
 # edge -> cloud: everything metamanager sends to edgehub goes up.
 topic "" out ${qos} ${prefix}/edgehub/in ${prefix}/nodes/${node}/up
 
@@ -79,6 +80,15 @@ class CloudAddress:
         if not 1 <= self.port <= MAX_PORT:
             raise BridgeConfigError(f"--cloud: port must be 1-{MAX_PORT}, got {self.port}")
 
+    @property
+    def is_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:  # a host name: it could be anywhere
+            return False
+
     @classmethod
     def parse(cls, text: str) -> CloudAddress:
         host, sep, port = text.rpartition(":")
@@ -119,6 +129,8 @@ class BridgeSettings:
     keepalive: int = DEFAULT_KEEPALIVE
     try_private: bool = True
     protocol: str = "mqttv311"
+    # Plain MQTT to a cloud that is not on this host: only when asked for by name.
+    insecure_plaintext: bool = False
 
     def __post_init__(self) -> None:
         if not self.cloud:
@@ -144,6 +156,17 @@ class BridgeSettings:
             raise BridgeConfigError(f"--keepalive: 5 to 65535 seconds, got {self.keepalive}")
         if self.protocol not in PROTOCOLS:
             raise BridgeConfigError(f"--protocol: one of {', '.join(PROTOCOLS)}")
+        self._check_plaintext()
+
+    def _check_plaintext(self) -> None:
+        """The node's traffic crosses the network in the clear only when asked for."""
+        remote = [str(a) for a in self.cloud if not a.is_loopback]
+        if remote and not (self.cafile or self.capath) and not self.insecure_plaintext:
+            raise BridgeConfigError(
+                f"--cafile: {', '.join(remote)} is not on this host: the link needs TLS "
+                "(--cafile, and --certfile/--keyfile for the node's certificate), or "
+                "--insecure-plaintext to send the node's traffic in the clear"
+            )
 
     def _check_credentials(self) -> None:
         if self.username:
@@ -278,6 +301,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="for cloud brokers that refuse Mosquitto's bridge flag",
     )
     add("--protocol", default="mqttv311", choices=PROTOCOLS, help="MQTT version to the cloud")
+    add(
+        "--insecure-plaintext",
+        action="store_true",
+        help="allow a cloud that is not on this host without TLS (its traffic in the clear)",
+    )
     add("-o", "--output", help="write to this file (mode 0600) instead of stdout")
 
 
@@ -300,4 +328,5 @@ def settings_from_args(args: argparse.Namespace, config: Config) -> BridgeSettin
         keepalive=args.keepalive,
         try_private=args.try_private,
         protocol=args.protocol,
+        insecure_plaintext=args.insecure_plaintext,
     )

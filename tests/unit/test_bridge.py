@@ -17,7 +17,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def settings(**overrides: Any) -> BridgeSettings:
-    values: dict[str, Any] = {"node": "edge-1", "cloud": (CloudAddress("cloud.example", 1883),)}
+    values: dict[str, Any] = {
+        "node": "edge-1",
+        "cloud": (CloudAddress("cloud.example", 1883),),
+        "insecure_plaintext": True,  # the TLS rules have their own tests below
+    }
     values.update(overrides)
     return BridgeSettings(**values)
 
@@ -32,7 +36,7 @@ def test_the_template_file_is_the_template_the_code_renders() -> None:
 
 def test_render_maps_the_node_topics_of_spec_10() -> None:
     out = lines(render(settings()))
-    assert 'topic "" in 1 kubeedge/metamanager/in kubeedge/nodes/edge-1/down' in out
+    assert 'topic "" in 1 kubeedge/metamanager/in/edgehub kubeedge/nodes/edge-1/down' in out
     assert 'topic "" out 1 kubeedge/edgehub/in kubeedge/nodes/edge-1/up' in out
     assert "address cloud.example:1883" in out
     assert "connection cloud" in out
@@ -71,6 +75,7 @@ def test_render_follows_prefix_node_qos_and_options() -> None:
                 name="up-link",
                 remote_clientid="n7-bridge",
                 cloud=(CloudAddress("a", 1), CloudAddress("b", 2)),
+                insecure_plaintext=True,
                 restart_timeout=(1,),
                 keepalive=10,
                 try_private=False,
@@ -78,7 +83,7 @@ def test_render_follows_prefix_node_qos_and_options() -> None:
             )
         )
     )
-    assert 'topic "" in 0 site/ke/metamanager/in site/ke/nodes/n7/down' in out
+    assert 'topic "" in 0 site/ke/metamanager/in/edgehub site/ke/nodes/n7/down' in out
     assert 'topic "" out 0 site/ke/edgehub/in site/ke/nodes/n7/up' in out
     assert "notification_topic site/ke/edgehub/bridge" in out
     for line in (
@@ -177,7 +182,10 @@ def no_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_command_prints_the_config_without_a_config_file(
     no_config: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["bridge-config", "--cloud", "cloud:1883", "--node", "n1"]) == 0
+    assert (
+        main(["bridge-config", "--insecure-plaintext", "--cloud", "cloud:1883", "--node", "n1"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert out == render(settings(node="n1", cloud=(CloudAddress("cloud", 1883),)))
 
@@ -187,14 +195,23 @@ def test_command_takes_node_and_prefix_from_the_environment(
 ) -> None:
     monkeypatch.setenv("METAMANAGER_NODE__NAME", "from-env")
     monkeypatch.setenv("METAMANAGER_MQTT__TOPIC_PREFIX", "ke")
-    assert main(["bridge-config", "--cloud", "cloud:1883"]) == 0
+    assert main(["bridge-config", "--insecure-plaintext", "--cloud", "cloud:1883"]) == 0
     assert 'topic "" out 1 ke/edgehub/in ke/nodes/from-env/up' in capsys.readouterr().out
 
 
 def test_command_options(no_config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     password = no_config / "password"
     password.write_text("s3cret\n")
-    argv = ["bridge-config", "--cloud", "a:1", "--cloud", "b:2", "--node", "n1"]
+    argv = [
+        "bridge-config",
+        "--insecure-plaintext",
+        "--cloud",
+        "a:1",
+        "--cloud",
+        "b:2",
+        "--node",
+        "n1",
+    ]
     argv += ["--username", "n1", "--password-file", str(password), "--cafile", "/ca.crt"]
     argv += ["--restart-timeout", "1", "--no-try-private", "--name", "up", "--clientid", "c1"]
     assert main(argv) == 0
@@ -216,7 +233,21 @@ def test_command_writes_the_output_file_owner_only(
     no_config: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     target = no_config / "bridge.conf"
-    assert main(["bridge-config", "--cloud", "c:1", "--node", "n1", "-o", str(target)]) == 0
+    assert (
+        main(
+            [
+                "bridge-config",
+                "--insecure-plaintext",
+                "--cloud",
+                "c:1",
+                "--node",
+                "n1",
+                "-o",
+                str(target),
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out == ""
     assert "kubeedge/nodes/n1/down" in target.read_text()
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
@@ -255,3 +286,29 @@ def test_the_edge_broker_config_includes_conf_d_last_and_compose_mounts_it() -> 
     assert (REPO / "mosquitto" / "conf.d").is_dir()
     compose = (REPO / "docker-compose.yml").read_text()
     assert "./mosquitto/conf.d:/mosquitto/config/conf.d:ro" in compose
+
+
+@pytest.mark.parametrize("host", ["cloud.example", "10.0.0.5", "192.0.2.1"])
+def test_a_cloud_off_this_host_needs_tls_or_a_plain_word(host: str) -> None:
+    remote = (CloudAddress(host, 8883),)
+    with pytest.raises(BridgeConfigError, match=r"^--cafile: .*--insecure-plaintext"):
+        BridgeSettings(node="n", cloud=remote)
+    tls = BridgeSettings(
+        node="n", cloud=remote, cafile="/ca.pem", certfile="/n.pem", keyfile="/n.key"
+    )
+    rendered = lines(render(tls))
+    assert [
+        line for line in rendered if line.startswith(("bridge_cafile", "bridge_cert", "bridge_key"))
+    ] == ["bridge_cafile /ca.pem", "bridge_certfile /n.pem", "bridge_keyfile /n.key"]
+    assert "bridge_insecure true" not in rendered
+    BridgeSettings(node="n", cloud=remote, insecure_plaintext=True)  # said plainly: allowed
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.1.2.3", "localhost"])
+def test_a_cloud_on_this_host_may_be_plain(host: str) -> None:
+    BridgeSettings(node="n", cloud=(CloudAddress(host, 1883),))
+
+
+def test_the_command_refuses_a_plain_remote_cloud(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bridge-config", "--cloud", "cloud.example:1883", "--node", "n1"]) == 2
+    assert "--insecure-plaintext" in capsys.readouterr().err
