@@ -137,15 +137,19 @@ def render_acl(settings: AuthSettings, extra_operators: Iterable[str] = ()) -> s
     return "\n".join(lines) + "\n"
 
 
-def render_cloud_acl(prefix: str) -> str:
+def render_cloud_acl(prefix: str, cloud_users: Iterable[str] = ("cloudcore",)) -> str:
     """The cloud broker's ACL: each node, logged in as its node name (for example the CN of
     its client certificate with ``use_identity_as_username``), reads its own down topic and
-    writes its own up topic, and nothing else."""
-    return (
-        f"# The cloud broker's ACL: node <u> reaches only {prefix}/nodes/<u>/.\n"
-        f"pattern read {prefix}/nodes/%u/down\n"
-        f"pattern write {prefix}/nodes/%u/up\n"
-    )
+    writes its own up topic, and nothing else; ``cloud_users`` (KubeEdge's cloud side)
+    reach every node's."""
+    lines = [
+        f"# The cloud broker's ACL: node <u> reaches only {prefix}/nodes/<u>/.",
+        f"pattern read {prefix}/nodes/%u/down",
+        f"pattern write {prefix}/nodes/%u/up",
+    ]
+    for user in cloud_users:
+        lines += ["", f"user {check_name(user)}", f"topic readwrite {prefix}/nodes/#"]
+    return "\n".join(lines) + "\n"
 
 
 def _write_atomically(path: Path, text: str, mode: int) -> None:

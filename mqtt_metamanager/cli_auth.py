@@ -15,7 +15,13 @@ DEFAULT_DIR = "auth"
 
 def cmd_auth(cfg: Config, args: argparse.Namespace) -> int:
     if args.auth_command == "cloud-acl":
-        sys.stdout.write(render_cloud_acl(args.prefix or cfg.mqtt.topic_prefix))
+        args.cloud_user = args.cloud_user or ["cloudcore"]
+        try:
+            text = render_cloud_acl(args.prefix or cfg.mqtt.topic_prefix, args.cloud_user)
+        except AuthError as exc:
+            print(f"auth: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        sys.stdout.write(text)
         return EXIT_OK
     auth = AuthDir(args.dir, AuthSettings.from_config(cfg))
     try:
@@ -70,5 +76,11 @@ def add_parser(sub: Any) -> None:
     q.add_argument("name")
     q = auth_sub.add_parser("cloud-acl", help="print the cloud broker's per-node ACL")
     q.add_argument("--prefix", help="topic prefix (default: mqtt.topic_prefix)")
+    q.add_argument(
+        "--cloud-user",
+        action="append",
+        default=None,
+        help="a cloud-side user that reaches every node (repeatable; default: cloudcore)",
+    )
     q.add_argument("-c", "--config", dest="sub_config", help="the service's config file")
     p.set_defaults(func=cmd_auth)

@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -78,6 +79,8 @@ class Broker:
     extra_conf: str = ""
     # A directory `mqtt-metamanager auth init` wrote: then nobody gets in anonymously.
     auth_dir: Path | None = None
+    # Without auth_dir: whether clients without a user name get in (TLS brokers say no).
+    anonymous: bool = True
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -108,7 +111,7 @@ class Broker:
 
     def _access(self) -> str:
         if self.auth_dir is None:
-            return "allow_anonymous true"
+            return f"allow_anonymous {'true' if self.anonymous else 'false'}"
         return (
             "allow_anonymous false\n"
             f"password_file {self.auth_dir / 'passwd'}\n"
@@ -134,7 +137,12 @@ class Watcher:
     """Subscribes to topics and records what arrives; ``wait_for`` blocks on a condition."""
 
     def __init__(
-        self, port: int, topics: list[str] | str = "#", *, login: Login | None = None
+        self,
+        port: int,
+        topics: list[str] | str = "#",
+        *,
+        login: Login | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.messages: list[tuple[str, bytes, Any]] = []
         self._cond = threading.Condition()
@@ -147,6 +155,8 @@ class Watcher:
         )
         if login is not None:
             self.client.username_pw_set(*login)
+        if tls is not None:
+            self.client.tls_set_context(tls)
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *_a: self._subscribed.set()
         self.client.on_message = self._on_message

@@ -106,6 +106,9 @@ def test_the_cloud_acl_confines_each_node_to_its_topics() -> None:
     assert render_cloud_acl("p").splitlines()[1:] == [
         "pattern read p/nodes/%u/down",
         "pattern write p/nodes/%u/up",
+        "",
+        "user cloudcore",
+        "topic readwrite p/nodes/#",
     ]
 
 
