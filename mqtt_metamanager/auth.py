@@ -16,11 +16,14 @@ reloads (SIGHUP) never reads half of one. Existing passwords are always kept.
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import logging
 import os
 import secrets
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,14 +156,18 @@ def render_cloud_acl(prefix: str, cloud_users: Iterable[str] = ("cloudcore",)) -
 
 
 def _write_atomically(path: Path, text: str, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-        out.flush()
-        os.fsync(out.fileno())
-    os.chmod(tmp, mode)  # the umask may have narrowed it
-    os.replace(tmp, path)
+    # A temporary name of its own (mkstemp creates it 0600), so two writers never share one.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 class AuthDir:
@@ -183,24 +190,27 @@ class AuthDir:
 
     def init(self) -> list[str]:
         """Create what is missing for every service user; return the users created."""
-        return self._change(self.settings.service_users(), add=True)
+        with self._locked():
+            return self._change(self.settings.service_users(), add=True)
 
     def add(self, name: str, *, operator: bool = False) -> bool:
         """Add one user (kept as it is if present); True if it was created."""
         check_name(name)
-        if operator:
-            operators = self._extra_operators()
-            if name not in operators:
-                self._write_operators([*operators, name])
-        return bool(self._change([name], add=True))
+        with self._locked():
+            if operator:
+                operators = self._extra_operators()
+                if name not in operators:
+                    self._write_operators([*operators, name])
+            return bool(self._change([name], add=True))
 
     def remove(self, name: str) -> bool:
         """Remove one user's login and password file; True if it had one."""
         check_name(name)
-        operators = self._extra_operators()
-        if name in operators:
-            self._write_operators([o for o in operators if o != name])
-        return bool(self._change([name], add=False))
+        with self._locked():
+            operators = self._extra_operators()
+            if name in operators:
+                self._write_operators([o for o in operators if o != name])
+            return bool(self._change([name], add=False))
 
     def users(self) -> dict[str, str]:
         """The password file: user -> hash, in file order."""
@@ -214,8 +224,19 @@ class AuthDir:
 
     # -- internals ------------------------------------------------------------------------
 
-    def _change(self, names: list[str], *, add: bool) -> list[str]:
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """One change at a time: two `auth add` run together both read passwd, and without
+        this the second rename would drop the first one's user."""
         self.path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        fd = os.open(self.path / ".lock", os.O_WRONLY | os.O_CREAT, OWNER_ONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def _change(self, names: list[str], *, add: bool) -> list[str]:
         entries = self.users()
         changed: list[str] = []
         for name in names:
@@ -241,6 +262,9 @@ class AuthDir:
         password = path.read_text().strip() if path.exists() else ""
         if hashed and password and verify_password(password, hashed):
             return hashed
+        if hashed and password:
+            # The file is what the user's client logs in with: the broker follows it.
+            log.warning("auth: %s does not match %s's hash in passwd; rehashed from it", path, name)
         if hashed and not password:
             # Someone set this password by hand (mosquitto_passwd): it stays theirs.
             return hashed
@@ -257,6 +281,5 @@ class AuthDir:
         return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
     def _write_operators(self, names: list[str]) -> None:
-        self.path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         text = "".join(f"{name}\n" for name in names)
         _write_atomically(self.path / "operators", text, BROKER_READABLE)

@@ -132,6 +132,11 @@ class Broker:
         self.stop()
         self.start()
 
+    def reload(self) -> None:
+        """SIGHUP: mosquitto reads its password and ACL files again."""
+        assert self.proc is not None and self.proc.poll() is None, "mosquitto is not running"
+        self.proc.send_signal(signal.SIGHUP)
+
 
 class Watcher:
     """Subscribes to topics and records what arrives; ``wait_for`` blocks on a condition."""
