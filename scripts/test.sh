@@ -4,11 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v mosquitto >/dev/null 2>&1 || ! command -v mosquitto_pub >/dev/null 2>&1; then
+if ! command -v mosquitto >/dev/null 2>&1 || ! command -v mosquitto_pub >/dev/null 2>&1 \
+   || ! command -v openssl >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then
-    echo "== installing the Debian mosquitto packages"
+    # openssl: the cloud-link tests make their own CA and certificates.
+    echo "== installing the Debian mosquitto and openssl packages"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients openssl >/dev/null
     # The package starts a system broker on 1883; the tests start their own.
     systemctl disable --now mosquitto >/dev/null 2>&1 || service mosquitto stop >/dev/null 2>&1 || true
   else
