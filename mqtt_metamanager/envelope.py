@@ -10,6 +10,7 @@ import math
 import re
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -72,6 +73,19 @@ class Resource:
 
     def __str__(self) -> str:
         return self.key
+
+
+@dataclass(frozen=True)
+class JSONText:
+    """A JSON value that is already text (stored objects): a message carrying it as its
+    content splices it in as it is, never decoding it to encode it again."""
+
+    text: str
+
+    @classmethod
+    def array(cls, items: Iterable[str]) -> JSONText:
+        """A JSON array of values that are each JSON text already."""
+        return cls("[" + ",".join(items) + "]")
 
 
 @dataclass(frozen=True)
@@ -169,7 +183,13 @@ class Message:
         }
 
     def encode(self) -> bytes:
-        return json.dumps(self.to_dict(), separators=(",", ":")).encode()
+        if not isinstance(self.content, JSONText):
+            return json.dumps(self.to_dict(), separators=(",", ":")).encode()
+        # "content" is the envelope's last key: the rest is encoded, the text goes after it.
+        envelope = replace(self, content=None).to_dict()
+        del envelope["content"]
+        head = json.dumps(envelope, separators=(",", ":"))[:-1]
+        return f'{head},"content":{self.content.text}}}'.encode()
 
 
 _HEADER_TYPES: dict[str, type | tuple[type, ...]] = {

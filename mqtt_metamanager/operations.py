@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .envelope import BadMessage, Message, Resource, now_ms
+from .envelope import BadMessage, JSONText, Message, Resource, now_ms
 from .identity import Refused
 from .intake import deadletter_payload
 from .jsonmerge import merge_patch
@@ -309,19 +309,20 @@ class Operations:
     def _query(self, inbound: Inbound) -> Result:
         msg = inbound.message
         resource = msg.resource()
+        # The stored JSON text goes into the reply as it is: decoding each object only to
+        # encode it again was most of a large list's cost (docs/performance.md).
         if resource.is_list:
-            local = [o.value for o in self.store.objects(resource.namespace, resource.type)]
+            local = self.store.value_texts(resource.namespace, resource.type)
         else:
-            obj = self.store.get(resource.key)
-            local = [] if obj is None else [obj.value]
+            text = self.store.value_text(resource.key)
+            local = [] if text is None else [text]
         if self._should_ask_cloud(inbound, resource, has_local=bool(local)):
             pending = PendingQuery(inbound, resource)
             return self._send_remote(pending)
         if not local and not resource.is_list:
             raise OperationError(404, "not_found", f"{resource} is not stored")
-        return Result(
-            replies=self._reply(inbound, "response", local), outcome=f"local n={len(local)}"
-        )
+        reply = self._reply(inbound, "response", JSONText.array(local))
+        return Result(replies=reply, outcome=f"local n={len(local)}")
 
     def _should_ask_cloud(self, inbound: Inbound, resource: Resource, has_local: bool) -> bool:
         if not self.link.connected or resource.type not in REMOTE_QUERYABLE:

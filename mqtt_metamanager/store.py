@@ -38,6 +38,8 @@ _PUT_OBJECT = (
     " (key, type, namespace, name, value, resource_version, updated_at)"
     " VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
+_GET_VALUE = "SELECT value FROM meta WHERE key = ?"
+_LIST_VALUES = "SELECT value FROM meta WHERE type = ? AND namespace = ? ORDER BY key"
 _GET_APPLIED = "SELECT replies FROM applied WHERE msg_id = ?"
 _PUT_APPLIED = "INSERT OR REPLACE INTO applied (msg_id, replies, applied_at) VALUES (?, ?, ?)"
 _ADD_OUTBOX = "INSERT INTO outbox (topic, payload, correlation, retain) VALUES (?, ?, ?, ?)"
@@ -218,6 +220,16 @@ class Store:
                 time.time(),
             ),
         )
+
+    def value_text(self, key: str) -> str | None:
+        """One object's value as the JSON text it is stored as, or None."""
+        row = self.db.execute_sql(_GET_VALUE, (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def value_texts(self, namespace: str, type_: str) -> list[str]:
+        """The values of one type in one namespace, as stored JSON text, in key order:
+        a list reply splices them in without decoding each (docs/performance.md)."""
+        return [str(row[0]) for row in self.db.execute_sql(_LIST_VALUES, (type_, namespace))]
 
     def delete(self, key: str) -> bool:
         return bool(self.m.Meta.delete().where(self.m.Meta.key == key).execute())

@@ -93,3 +93,14 @@ def test_reply_links_to_its_request() -> None:
     assert reply.header.parent_msg_id == "m1"
     assert reply.msg_id != "m1"
     assert reply.route.resource == request.route.resource
+
+
+def test_json_text_content_is_spliced_in_as_the_same_json() -> None:
+    from mqtt_metamanager.envelope import JSONText, Message
+
+    values = [{"metadata": {"name": "a"}, "n": 1.5}, {"é": ["x", None, True]}]
+    texts = [json.dumps(v, separators=(",", ":"), ensure_ascii=False) for v in values]
+    decoded = Message.new(source="s", group="g", operation="response", resource="r", content=values)
+    spliced = decoded.with_content(JSONText.array(texts))
+    assert json.loads(spliced.encode()) == json.loads(decoded.encode())
+    assert json.loads(decoded.with_content(JSONText.array([])).encode())["content"] == []
