@@ -148,6 +148,7 @@ class Watcher:
         *,
         login: Login | None = None,
         tls: ssl.SSLContext | None = None,
+        client_id: str | None = None,
     ) -> None:
         self.messages: list[tuple[str, bytes, Any]] = []
         self._cond = threading.Condition()
@@ -155,7 +156,7 @@ class Watcher:
         self._subscribed = threading.Event()
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=f"watch-{uuid.uuid4().hex[:8]}",
+            client_id=client_id or f"watch-{uuid.uuid4().hex[:8]}",
             protocol=mqtt.MQTTv5,
         )
         if login is not None:
