@@ -104,7 +104,11 @@ def cmd_run(cfg: Config, _args: argparse.Namespace) -> int:
         logging.getLogger("mqtt_metamanager").error("cannot open the store: %s", exc)
         return EXIT_FAILURE
     service.install_signal_handlers()
-    service.run()
+    try:
+        service.run()
+    except ConfigError as exc:  # http.listen: the address is taken
+        logging.getLogger("mqtt_metamanager").error("config error: %s", exc)
+        return EXIT_USAGE
     return EXIT_OK
 
 
