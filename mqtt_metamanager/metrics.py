@@ -15,9 +15,10 @@ is read when scraped, from plain attributes that the loop and paho's threads kee
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import Counter as Tally
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -81,6 +82,7 @@ OUTCOMES = frozenset(
         "sync-skipped",
     ]
 )
+CACHED_OUTCOME = 40  # longer outcome texts carry input (a connect's content): not kept
 REMOTE_RESULTS = {
     "remote-answer": "cloud",
     "remote-error": "cloud_error",
@@ -111,6 +113,10 @@ class Reading:
     syncs: tuple[Sync, ...] = ()
     link: str = ""  # "up" or "down" when the input changed the cloud link
 
+    @property
+    def has_effects(self) -> bool:
+        return bool(self.remote_results or self.remote_attempts or self.syncs)
+
 
 def outcome_label(outcome: str) -> str:
     """A bounded label for ``Result.outcome`` text: ``"error 403 source_mismatch"`` ->
@@ -136,8 +142,19 @@ def _numbers(text: str) -> dict[str, int]:
     return out
 
 
-def read_outcome(outcome: str, merged: Sequence[str] = ()) -> Reading:
+def read_outcome(outcome: str, merged: tuple[str, ...] = ()) -> Reading:
     """Read one result's outcomes (its own, then those ``Result.extend`` merged in)."""
+    if merged or len(outcome) > CACHED_OUTCOME:
+        return _read_outcome(outcome, merged)
+    return _read_short_outcome(outcome)
+
+
+@functools.lru_cache(maxsize=256)  # the loop reads one per input; a few recur
+def _read_short_outcome(outcome: str) -> Reading:
+    return _read_outcome(outcome, ())
+
+
+def _read_outcome(outcome: str, merged: tuple[str, ...]) -> Reading:
     remote: list[str] = []
     attempts = 0
     syncs: list[Sync] = []
@@ -329,7 +346,7 @@ class ServiceMetrics:
     def internal_done(self, result: Result, started: float) -> None:
         """Work that is not an input (a timer, a periodic sync) committed."""
         seconds = time.perf_counter() - started
-        self._count_effects(read_outcome(result.outcome, result.merged), seconds)
+        self._count_effects(read_outcome(result.outcome, tuple(result.merged)), seconds)
 
     def store_failed(self, inbound: Inbound | None, *, answered: bool) -> None:
         """A transaction failed in the store; ``answered``: its input was told 503."""
@@ -371,7 +388,7 @@ class ServiceMetrics:
     def _count_input(self, staged: _Staged) -> None:
         operation = operation_label(staged.operation)
         result = staged.result
-        reading = read_outcome(result.outcome, result.merged)
+        reading = read_outcome(result.outcome, tuple(result.merged))
         self._input(operation, reading.label).inc()
         handle = self._handle.get(operation)
         if handle is None:
@@ -386,7 +403,8 @@ class ServiceMetrics:
                 self.dead_letters.labels(reason).inc()
         if reading.link:
             self.cloud_link_changes.labels(reading.link).inc()
-        self._count_effects(reading, staged.seconds)
+        if reading.has_effects:
+            self._count_effects(reading, staged.seconds)
 
     def _count_effects(self, reading: Reading, seconds: float) -> None:
         """Remote query results and syncs, wherever they happened (an input, a timer, a

@@ -248,7 +248,7 @@ def test_outcome_labels(outcome: str, label: str) -> None:
 
 def test_read_outcome_reads_what_a_link_drop_merged_in() -> None:
     reading = read_outcome(
-        "disconnected", ["answered locally n=2", "remote-fallback", "error 504 cloud_timeout"]
+        "disconnected", ("answered locally n=2", "remote-fallback", "error 504 cloud_timeout")
     )
     assert reading.link == "down"
     assert reading.remote_results == ("local_fallback", "timeout")
