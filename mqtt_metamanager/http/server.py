@@ -17,6 +17,7 @@ import hmac
 import json
 import logging
 import socket
+import socketserver
 import sys
 import threading
 from collections.abc import Callable, Collection, Mapping
@@ -69,15 +70,25 @@ class _Server(ThreadingHTTPServer):
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.endpoint = endpoint
         self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.refusing = False  # all slots taken: said once, not per refused connection
         super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer's own also looks its address up in DNS (getfqdn), which on a box
+        # without a resolver can hold the start for seconds. The name is never used.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self.slots.acquire(blocking=False):
-            log.warning(
-                "http: %d connections open, refusing one from %s",
-                MAX_CONNECTIONS,
-                client_address[0],
-            )
+            if not self.refusing:
+                self.refusing = True
+                log.warning(
+                    "http: %d connections open, refusing more (the first from %s)",
+                    MAX_CONNECTIONS,
+                    client_address[0],
+                )
             self.shutdown_request(request)
             return
         try:
@@ -91,6 +102,7 @@ class _Server(ThreadingHTTPServer):
             super().process_request_thread(request, client_address)
         finally:
             self.slots.release()
+            self.refusing = False
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         exc = sys.exc_info()[1]

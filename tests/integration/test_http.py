@@ -20,6 +20,7 @@ from mqtt_metamanager.loopstate import TEST_WEDGE_ENV
 from tests.support import (
     CLOUD,
     HOST,
+    PREFIX,
     Broker,
     Publisher,
     ServiceProcess,
@@ -101,7 +102,7 @@ def insert(publisher: Publisher, watcher: Watcher, name: str) -> None:
 def test_metrics_are_scraped_and_parsed_after_traffic(
     make_service: MakeService, publisher: Publisher, watcher: Watcher
 ) -> None:
-    svc = make_service()
+    svc = make_service(**{"metrics.interval": 0.2})
     for i in range(5):
         insert(publisher, watcher, f"p{i}")
     publisher.send(b"{not json", "kubeedge/metamanager/in/edged")
@@ -130,6 +131,11 @@ def test_metrics_are_scraped_and_parsed_after_traffic(
     assert {"0.0001", "5.0", "+Inf"} <= buckets
     assert sample(families, "metamanager_mqtt_link_up", link="input") == 1
     assert sample(families, "process_resident_memory_bytes") > 0
+    # The retained MQTT snapshot is summed from the same counters.
+    snapshot = watcher.wait_for(f"{PREFIX}/metamanager/metrics", lambda m: m.get("rejected") == 1)
+    assert snapshot["stored"] == 5
+    assert snapshot["error_400"] == 1
+    assert snapshot["input_window"] == sample(families, "metamanager_input_window")
 
 
 def test_readyz_fails_while_the_broker_is_away_and_recovers(
