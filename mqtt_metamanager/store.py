@@ -152,6 +152,9 @@ class Store:
                 },
             )
         self.m = _models(self.db)
+        # Read by /readyz from another thread (peewee's own state is per thread): "" while
+        # the last transaction committed, else why it failed; "closed" once closed.
+        self.problem = ""
         try:
             self.db.connect()
             if not readonly:
@@ -168,12 +171,14 @@ class Store:
             self.db.execute_sql(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
+        self.problem = "closed"
         if not self.db.is_closed():
             self.db.close()
 
     @contextmanager
     def atomic(self) -> Iterator[None]:
         """One transaction; a SQLite failure inside it surfaces as ``StoreError``."""
+        changes = self.changes()
         try:
             with self.db.atomic():
                 yield
@@ -183,7 +188,10 @@ class Store:
             cause: BaseException | None = exc
             while cause is not None and "no transaction is active" in str(cause):
                 cause = cause.__context__
+            self.problem = f"the last transaction failed: {cause or exc}"
             raise StoreError(str(cause or exc)) from exc
+        if self.changes() != changes:  # only a write shows that writes work again
+            self.problem = ""
 
     # -- objects ------------------------------------------------------------------------
 
@@ -248,6 +256,12 @@ class Store:
 
     def count(self) -> int:
         return int(self.m.Meta.select().count())
+
+    def count_by_type(self) -> dict[str, int]:
+        """How many objects of each type are stored."""
+        M = self.m.Meta
+        rows = M.select(M.type, pw.fn.COUNT(M.key).alias("n")).group_by(M.type).tuples()
+        return {type_: int(n) for type_, n in rows}
 
     # -- redelivery memory -------------------------------------------------------------
 

@@ -293,6 +293,8 @@ class ServiceProcess:
     overrides: dict[str, Any] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     _log_offset: int = 0
+    # Its own HTTP port: the default (10550) would be shared by every service on the box.
+    http_port: int = field(default_factory=free_port)
 
     @property
     def db_path(self) -> Path:
@@ -312,6 +314,7 @@ class ServiceProcess:
             "database": {"path": str(self.db_path)},
             "meta": {"remote_query": {"timeout": 1, "retries": 1}},
             "logging": {"level": "DEBUG"},
+            "http": {"listen": f"{HOST}:{self.http_port}"},
         }
         for path, value in self.overrides.items():
             node = cfg
