@@ -84,6 +84,15 @@ class Prometheus:
             cwd=self.workdir,
         )
         wait_until(lambda: self._alive() and port_open(self.port), 30, "prometheus to listen")
+        # It listens before its storage is open, and answers queries 503 until then.
+        wait_until(lambda: self._alive() and self._ready(), 60, "prometheus to be ready", 0.2)
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{HOST}:{self.port}/-/ready", timeout=2) as r:
+                return bool(r.status == 200)
+        except OSError:  # HTTPError (503 while starting) is one
+            return False
 
     def _alive(self) -> bool:
         assert self.proc is not None
