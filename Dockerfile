@@ -38,8 +38,9 @@ WORKDIR /app
 VOLUME ["/data"]
 USER metamanager
 
-# Healthy means connected: the service's retained status on the broker says "online"
-# (its MQTT last will turns it to "offline" when the process or its connection dies).
+# Healthy means ready: the service's /readyz (http.listen, 127.0.0.1:10550 inside the
+# container) says its loop turns, its store is open, both MQTT links are up and the
+# outbox is not stuck. `mqtt-metamanager health` prints the failing check otherwise.
 HEALTHCHECK --interval=10s --timeout=8s --start-period=30s --retries=3 \
   CMD ["mqtt-metamanager", "health", "-c", "/app/conf/edge.yaml"]
 

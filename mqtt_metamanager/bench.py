@@ -4,7 +4,8 @@ The echo is the baseline: a process doing exactly the MQTT hops the service does
 (insert: one forward to edged and one reply; query: one reply to the Response Topic), with
 the same QoS and manual acks sent after its publishes, and no storage. Rounds alternate
 echo, service, echo, service... so both see the same machine load; the report gives each
-run's figures and the service/echo ratios of the medians.
+run's figures and the service/echo ratios of the medians. The service runs with its HTTP
+listener on and is scraped once per run, so peak RSS covers /metrics too.
 
 Everything is bounded: counts are capped, every wait has a deadline, and the broker the
 bench starts listens on 127.0.0.1 only. All topics live under a fresh prefix, so a
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -171,9 +173,7 @@ def own_broker(workdir: Path) -> Iterator[tuple[str, int]]:
     binary = shutil.which("mosquitto") or shutil.which("mosquitto", path=SBIN)
     if binary is None:
         raise BenchError("mosquitto is not installed; give --host and --port of a broker")
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        port = int(s.getsockname()[1])
+    port = _free_port()
     conf = workdir / "mosquitto.conf"
     conf.write_text(BROKER_CONF.format(port=port))
     with open(workdir / "mosquitto.log", "ab") as log:
@@ -191,6 +191,12 @@ def own_broker(workdir: Path) -> Iterator[tuple[str, int]]:
         yield LOOPBACK, port
     finally:
         stop_process(proc)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return int(s.getsockname()[1])
 
 
 def stop_process(proc: subprocess.Popen[bytes]) -> None:
@@ -214,6 +220,7 @@ class Bench:
         self.login = Login.of(config_mod.from_mapping({"mqtt": options.login}, environ={}).mqtt)
         self.load = LoadClient(host, port, self.topics, options.qos, self.login)
         self.template = workdir / "template.db"
+        self.http_port = _free_port()
 
     def close(self) -> None:
         self.load.close()
@@ -258,6 +265,8 @@ class Bench:
             "database": {"path": str(db)},
             # The load client sends inserts as the cloud would, from its own identity.
             "security": {"operators": [self.login.identity]},
+            # The HTTP listener on (its own port: 10550 may be taken), scraped once per run.
+            "http": {"listen": f"{LOOPBACK}:{self.http_port}"},
         }
 
     def _run(self, kind: str, round_no: int) -> RunFigures:
@@ -270,6 +279,8 @@ class Bench:
             online = self.load.wait_online(started, START_TIMEOUT, proc.poll)
             rate = self._inserts(round_no)
             samples = self._queries()
+            if kind == "service":
+                self._scrape()
             if proc.poll() is not None:
                 raise BenchError(f"{kind} exited with {proc.returncode} during the run")
             rss = peak_rss_mb(proc.pid)
@@ -297,6 +308,17 @@ class Bench:
             for i in range(n)
         ]
         return n / self.load.burst(payloads, self.options.timeout)
+
+    def _scrape(self) -> None:
+        """One /metrics scrape, as Prometheus would do it: part of what peak RSS covers."""
+        url = f"http://{LOOPBACK}:{self.http_port}/metrics"
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                text = response.read().decode()
+        except OSError as exc:
+            raise BenchError(f"{url}: {exc}") from None
+        if "metamanager_inputs_total" not in text:
+            raise BenchError(f"{url}: no metamanager_inputs_total in the scrape")
 
     def _queries(self) -> list[float]:
         objects = max(1, self.options.objects)

@@ -216,10 +216,16 @@ class BridgeSettings:
             ("bridge_keyfile", self.keyfile),
         ]
         if any(value for _key, value in tls):
-            lines += ["", "# TLS to the cloud broker."]
+            # No bridge_tls_version: Mosquitto's default is TLS 1.2 or later, and 1.3 is
+            # negotiated when the cloud offers it (a pinned version would only narrow that).
+            lines += ["", "# TLS to the cloud broker (1.2 or later)."]
             lines += [f"{key} {value}" for key, value in tls if value]
             if self.insecure:
-                lines.append("bridge_insecure true")
+                lines += [
+                    "# The cloud's host name is not checked: any certificate from this CA",
+                    "# could pose as the cloud. For tests, never in production.",
+                    "bridge_insecure true",
+                ]
         return lines
 
 
@@ -279,7 +285,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--capath", default="", help="CA certificate directory, e.g. /etc/ssl/certs (TLS)")
     add("--certfile", default="", help="client certificate, with --keyfile (TLS)")
     add("--keyfile", default="", help="client private key, with --certfile (TLS)")
-    add("--insecure", action="store_true", help="do not check the cloud's host name (TLS)")
+    add(
+        "--insecure",
+        action="store_true",
+        help="do not check that the cloud's certificate names its host (TLS; tests only)",
+    )
     add(
         "--restart-timeout",
         type=int,

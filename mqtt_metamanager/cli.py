@@ -104,7 +104,11 @@ def cmd_run(cfg: Config, _args: argparse.Namespace) -> int:
         logging.getLogger("mqtt_metamanager").error("cannot open the store: %s", exc)
         return EXIT_FAILURE
     service.install_signal_handlers()
-    service.run()
+    try:
+        service.run()
+    except ConfigError as exc:  # http.listen: the address is taken
+        logging.getLogger("mqtt_metamanager").error("config error: %s", exc)
+        return EXIT_USAGE
     return EXIT_OK
 
 
@@ -174,8 +178,15 @@ def cmd_store_ls(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_health(cfg: Config, args: argparse.Namespace) -> int:
-    """Healthy when the service's retained status on the broker says ``online``: both of
-    its connections are up (losing either publishes its will, ``offline``)."""
+    """Healthy when the service's /readyz says ready (SPEC §12); without ``http.listen``,
+    when its retained status on the broker says ``online``: both of its connections are
+    up (losing either publishes its will, ``offline``)."""
+    if cfg.http.listen:
+        from .http.probe import check_ready
+
+        ready, text = check_ready(cfg.http.listen, args.timeout)
+        print(text)
+        return EXIT_OK if ready else EXIT_FAILURE
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
@@ -309,7 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("-c", "--config", dest="sub_config", help="config file")
     ls.set_defaults(func=cmd_store_ls)
 
-    p = sub.add_parser("health", help="exit 0 when the service reports online on the broker")
+    p = sub.add_parser(
+        "health", help="exit 0 when the service is ready (/readyz; the reason when it is not)"
+    )
     p.add_argument("-c", "--config", dest="sub_config", help="config file")
     _add_broker_args(p, timeout=3.0)
     p.set_defaults(func=cmd_health)

@@ -119,6 +119,16 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class HTTPConfig:
+    # health, readiness and metrics (SPEC §12): "host:port", "[v6]:port"; "" turns it off.
+    listen: str = "127.0.0.1:10550"
+    # /readyz fails once the oldest unacknowledged outbox row is older than this.
+    ready_outbox_lag: float = 30.0
+    # A file holding a bearer token every path but /healthz and /readyz then requires.
+    token_file: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
     node: NodeConfig = field(default_factory=NodeConfig)
     mqtt: MQTTConfig = field(default_factory=MQTTConfig)
@@ -129,6 +139,7 @@ class Config:
     security: SecurityConfig = field(default_factory=SecurityConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    http: HTTPConfig = field(default_factory=HTTPConfig)
 
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -153,6 +164,8 @@ _RULES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("logging.level", lambda v: str(v).upper() in _LOG_LEVELS, f"one of {_LOG_LEVELS}"),
     ("logging.format", lambda v: v in ("text", "json"), "text or json"),
     ("metrics.interval", lambda v: v >= 0, "0 (off) or a positive number of seconds"),
+    ("http.listen", lambda v: v == "" or listen_address(v) is not None, "host:port or empty"),
+    ("http.ready_outbox_lag", lambda v: v > 0, "a positive number of seconds"),
 ]
 
 
@@ -288,6 +301,7 @@ def from_mapping(
         "mqtt.tls.ca_file",
         "mqtt.tls.cert_file",
         "mqtt.tls.key_file",
+        "http.token_file",
     ):
         name = _get(config, path)
         if name and not os.access(name, os.R_OK):
@@ -323,6 +337,19 @@ def load(path: str | os.PathLike[str] | None, environ: Mapping[str, str] | None 
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
     return from_mapping(data, os.environ if environ is None else environ)
+
+
+def listen_address(text: str) -> tuple[str, int] | None:
+    """``"127.0.0.1:10550"`` -> ``("127.0.0.1", 10550)``, ``"[::1]:80"`` -> ``("::1", 80)``;
+    None when it is not a host and a port."""
+    host, sep, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        return None  # a bare IPv6 address needs its brackets
+    if not sep or not host or not port.isascii() or not port.isdigit():
+        return None
+    return (host, int(port)) if 1 <= int(port) <= 65535 else None
 
 
 def read_password(config: MQTTConfig) -> str | None:

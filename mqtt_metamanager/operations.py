@@ -212,7 +212,8 @@ class Operations:
                 content=statuses,
             )
             result.forwards.append(Outgoing.of(self.topics.cloud, sync))
-        result.outcome = f"sync namespaces={len(by_namespace)} dropped={dropped}"
+        sent = sum(len(batch) for batch in by_namespace.values())
+        result.outcome = f"sync namespaces={len(by_namespace)} statuses={sent} dropped={dropped}"
         return result
 
     def timer_fired(self, key: str) -> Result:

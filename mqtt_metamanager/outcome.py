@@ -58,6 +58,9 @@ class Result:
     replies: list[Outgoing] = field(default_factory=list)
     timers: list[Timer] = field(default_factory=list)
     outcome: str = ""
+    # The outcomes of the results merged into this one (``extend``), for metrics: a link
+    # change's sync or its local answers to pending queries.
+    merged: list[str] = field(default_factory=list)
 
     @property
     def publishes(self) -> list[Outgoing]:
@@ -67,6 +70,7 @@ class Result:
         self.forwards.extend(other.forwards)
         self.replies.extend(other.replies)
         self.timers.extend(other.timers)
+        self.merged.extend([other.outcome, *other.merged])
 
 
 @dataclass

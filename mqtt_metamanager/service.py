@@ -14,7 +14,7 @@ import queue
 import signal
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
@@ -24,8 +24,10 @@ import tenacity
 from . import intake
 from .config import Config
 from .envelope import now_ms
+from .http import endpoint_for
 from .identity import AccessPolicy, Refused
 from .ledger import UNLOGGED, PublishLedger
+from .metrics import BRIDGE_STATE, ServiceMetrics
 from .operations import Operations
 from .outcome import Inbound, Result
 from .remote_query import RemoteQueryPolicy
@@ -38,6 +40,7 @@ log = logging.getLogger(__name__)
 
 IDLE_WAKE = 1.0
 PRUNE_INTERVAL = 60.0
+STORE_SAMPLE_INTERVAL = 15.0  # seconds between counts of the stored objects (metrics)
 DRAIN_TIMEOUT = 5.0
 INTERNAL_RETRY = 2.0
 # Backpressure: while this many publishes await the broker's PUBACK, new inputs wait in
@@ -103,7 +106,9 @@ class Service:
             window=input_window(config),
         )
         self.timers = TimerQueue()
-        self.counters: Counter[str] = Counter()
+        self.metrics = ServiceMetrics(self.topics.deadletter)
+        self.metrics.watch(self.store, self.transport, self.ops)
+        self.http = endpoint_for(config.http, self.metrics)
         self.ledger = PublishLedger()
         self._held: deque[Received] = deque()  # inputs received, not yet taken
         self._failures: dict[int, int] = {}  # input mid -> store failures so far
@@ -134,12 +139,17 @@ class Service:
             self.config.mqtt.host,
             self.config.mqtt.port,
         )
+        if self.http is not None:
+            self.http.start()  # before the broker: /healthz and /readyz answer while it is away
         if not self.transport.start(cancel=self._stop):
             log.info("stopped before the broker was reachable")
             self.store.close()
+            if self.http is not None:
+                self.http.stop()
             return
         self.timers.call_later(self.config.meta.sync.podstatus.interval, self._periodic_sync)
         self.timers.call_later(PRUNE_INTERVAL, self._prune)
+        self.timers.call_later(0, self._sample_store)
         if self.config.metrics.interval:
             self.timers.call_later(self.config.metrics.interval, self._publish_metrics)
         try:
@@ -149,6 +159,7 @@ class Service:
             self._shutdown()
 
     def _shutdown(self) -> None:
+        self.metrics.stopping()
         if self.ops.pending_queries:
             # Nobody will be waiting for the cloud's answer after we are gone: answer now.
             self._internal(self.ops.answer_pending_locally, retry=False)
@@ -158,9 +169,11 @@ class Service:
         self._flush_outbox_removals()
         self.transport.stop()
         self.store.close()
+        if self.http is not None:
+            self.http.stop()
         log.info(
             "stopped: %s unacked_publishes=%d max_held_inputs=%d",
-            " ".join(f"{k}={v}" for k, v in sorted(self.counters.items())),
+            " ".join(f"{k}={v}" for k, v in self.metrics.totals().items()),
             self.ledger.unacked,
             self.transport.max_held,
         )
@@ -169,6 +182,7 @@ class Service:
 
     def step(self, timeout: float) -> None:
         """One turn: take what has arrived (waiting up to ``timeout``), commit it, run timers."""
+        self.metrics.heartbeat(self.ledger.rows_in_flight, self.ledger.oldest_sent_at)
         batch = self._collect(timeout, handle_inputs=True)
         if batch:
             self._process(batch)
@@ -195,7 +209,7 @@ class Service:
             elif isinstance(event, Connected):
                 self._on_connected()
             elif isinstance(event, Disconnected):
-                self.counters["disconnects"] += 1
+                self.metrics.link_lost()
             if len(self._held) >= batch_max and not self._backpressured():
                 break
             try:
@@ -244,6 +258,7 @@ class Service:
         )
 
     def _commit(self, inputs: list[tuple[Received, Admitted]]) -> None:
+        started = self.metrics.batch_started()
         try:
             with self.ops.undo_on_error(), self.store.atomic():
                 done = [self._apply(received, admitted) for received, admitted in inputs]
@@ -264,6 +279,7 @@ class Service:
             self._unprocessable(*inputs[0], exc)
             return
         self.ledger.committed()
+        self.metrics.batch_committed(len(inputs), started)
         for received, entries, result in done:
             self._publish(entries)
             self._arm(result)
@@ -273,23 +289,26 @@ class Service:
     def _apply(
         self, received: Received, admitted: Admitted
     ) -> tuple[Received, list[OutboxEntry], Result]:
+        started = time.perf_counter()
         changes = self.store.changes()
         if isinstance(admitted, BridgeState):
             result = self.ops.set_cloud_link(admitted.connected)
+            self.metrics.input_handled(BRIDGE_STATE, result, started)
             self._log("-", "node/connection", "bridge", result)
             return received, self.store.outbox_add(result.publishes), result
         if isinstance(admitted, Refused):
             result = self._refusal(received, admitted)
+            asked = admitted.inbound.message.operation if admitted.inbound else ""
+            self.metrics.input_handled(asked, result, started, refused=admitted)
         else:
             result = self.ops.handle(admitted)
-            self.counters[result.outcome.split(" ")[0] or "handled"] += 1
+            self.metrics.input_handled(admitted.message.operation, result, started)
             msg = admitted.message
             self._log(msg.msg_id, msg.route.resource, msg.operation, result)
         return received, self._owed(result, changes), result
 
     def _refusal(self, received: Received, refused: Refused) -> Result:
         err = refused.error
-        self.counters["rejected" if err.code == intake.BAD_REQUEST else "refused"] += 1
         result = self.ops.refuse(refused, received.topic, received.payload)
         msg = refused.inbound.message if refused.inbound else None
         log.warning(
@@ -331,14 +350,15 @@ class Service:
         """An input that makes the code fail: nothing of it was applied (its transaction
         rolled back); answer 500, or dead-letter it, and ack it so it cannot come back and
         fail every start."""
-        self.counters["internal_errors"] += 1
         msg_id, resource = "-", "-"
         publishes: list[Outgoing] = []
         inbound = _inbound_of(admitted)
         if inbound is not None:
             msg_id, resource = inbound.message.msg_id, inbound.message.route.resource
             publishes = self.ops.internal_error(inbound, type(exc).__name__).publishes
-        if not publishes:
+        dead_letter = not publishes
+        self.metrics.internal_error(inbound, dead_letter=dead_letter)
+        if dead_letter:
             identity = inbound.identity if inbound else ""
             letter = intake.deadletter_payload(
                 received.topic, received.payload, "internal_error", type(exc).__name__, identity
@@ -353,7 +373,7 @@ class Service:
         """Tell the sender 503 once, keep the input unacked, and try it again later."""
         attempt = self._failures.get(received.mid, 0) + 1
         self._failures[received.mid] = attempt
-        self.counters["store_failures"] += 1
+        self.metrics.store_failed(_inbound_of(admitted), answered=attempt == 1)
         delay = backoff_delay(STORE_RETRY, attempt)
         log.error("store failure (attempt %d, retry in %.1fs): %s", attempt, delay, exc)
         inbound = _inbound_of(admitted)
@@ -373,7 +393,7 @@ class Service:
                 # paho refuses it (topic, size) and always will: kept, the row would crash
                 # this loop again on every start. Dropped with the reason in the log.
                 log.error("outbox row %d can never be sent, dropped: %s", entry.id, exc)
-                self.counters["unpublishable"] += 1
+                self.metrics.dropped_unpublishable()
                 self.ledger.dropped(entry.id)
                 continue
             self.ledger.sent(mid, entry.id)
@@ -399,6 +419,7 @@ class Service:
     def _internal(self, work: Callable[[], Result], *, retry: bool = True) -> None:
         """Run work that is not an input (timers, syncs) with its publishes in the outbox.
         If the store fails, the work is rolled back whole and tried again later."""
+        started = time.perf_counter()
         try:
             with self.ops.undo_on_error(), self.store.atomic():
                 result = work()
@@ -410,6 +431,7 @@ class Service:
                 self.timers.call_later(INTERNAL_RETRY, functools.partial(self._internal, work))
             return
         self.ledger.committed()
+        self.metrics.internal_done(result, started)
         if result.outcome not in ("sync-skipped", "timer-stale"):
             log.info("internal outcome=%s publishes=%d", result.outcome, len(entries))
         self._publish(entries)
@@ -430,24 +452,16 @@ class Service:
                 log.info("dedup: forgot %d old msg_ids", dropped)
         self.timers.call_later(PRUNE_INTERVAL, self._prune)
 
-    def _publish_metrics(self) -> None:
-        self.timers.call_later(self.config.metrics.interval, self._publish_metrics)
+    def _sample_store(self) -> None:
+        self.timers.call_later(STORE_SAMPLE_INTERVAL, self._sample_store)
         try:
             with self.store.atomic():
-                objects = self.store.count()
+                self.metrics.sample_store(self.store)
         except StoreError as exc:
             log.error("metrics: cannot count objects: %s", exc)
-            return
-        snapshot = {
-            **self.counters,
-            "objects": objects,
-            "outbox_inflight": self.ledger.unacked,
-            "held_inputs": self.transport.window.held,
-            "max_held_inputs": self.transport.max_held,
-            "input_window": self.transport.window.size,
-            "remote_queries": self.ops.pending_queries,
-            "cloud_connected": self.ops.link.connected,
-            "timestamp": now_ms(),
-        }
+
+    def _publish_metrics(self) -> None:
+        self.timers.call_later(self.config.metrics.interval, self._publish_metrics)
+        snapshot = {**self.metrics.snapshot(), "timestamp": now_ms()}
         out = Outgoing(self.topics.metrics, json.dumps(snapshot).encode(), retain=True)
         self.transport.publish(out, 0)  # a snapshot: the next one replaces a lost one

@@ -183,6 +183,9 @@ class Store:
                 },
             )
         self.m = _models(self.db)
+        # Read by /readyz from another thread (peewee's own state is per thread): "" while
+        # the last transaction committed, else why it failed; "closed" once closed.
+        self.problem = ""
         try:
             self.db.connect()
             if not readonly:
@@ -209,6 +212,7 @@ class Store:
             self.db.execute_sql(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
+        self.problem = "closed"
         if not self.db.is_closed():
             self.db.close()
 
@@ -229,6 +233,7 @@ class Store:
         """One transaction; a SQLite failure inside it surfaces as ``StoreError``. The
         revision counter goes back with a rollback, so no revision is ever skipped."""
         start = self._revision
+        changes = self.changes()
         try:
             with self.db.atomic():
                 yield
@@ -239,10 +244,13 @@ class Store:
             cause: BaseException | None = exc
             while cause is not None and "no transaction is active" in str(cause):
                 cause = cause.__context__
+            self.problem = f"the last transaction failed: {cause or exc}"
             raise StoreError(str(cause or exc)) from exc
         except BaseException:
             self._revision = start
             raise
+        if self.changes() != changes:  # only a write shows that writes work again
+            self.problem = ""
 
     # -- objects ------------------------------------------------------------------------
 
@@ -331,6 +339,12 @@ class Store:
             return 0
         cursor = self.db.execute_sql("DELETE FROM changes WHERE revision <= ?", (bound,))
         return int(cursor.rowcount)
+
+    def count_by_type(self) -> dict[str, int]:
+        """How many objects of each type are stored."""
+        M = self.m.Meta
+        rows = M.select(M.type, pw.fn.COUNT(M.key).alias("n")).group_by(M.type).tuples()
+        return {type_: int(n) for type_, n in rows}
 
     # -- redelivery memory -------------------------------------------------------------
 

@@ -310,6 +310,16 @@ class Transport:
             self.input.client.ack(received.mid, received.qos)
 
     @property
+    def input_ready(self) -> bool:
+        """The input link is connected and its subscriptions acknowledged."""
+        return self._input_ready
+
+    @property
+    def output_ready(self) -> bool:
+        """The output link is connected."""
+        return self._output_ready
+
+    @property
     def max_held(self) -> int:
         """The most inputs held at once since start (never above the window)."""
         return self.window.max_held

@@ -17,6 +17,18 @@ if ! command -v mosquitto >/dev/null 2>&1 || ! command -v mosquitto_pub >/dev/nu
     echo "mosquitto is missing: apt-get install mosquitto mosquitto-clients (as root)" >&2
   fi
 fi
+if ! command -v prometheus >/dev/null 2>&1 && [ ! -x /usr/bin/prometheus ]; then
+  if [ "$(id -u)" = 0 ]; then
+    # tests/integration/test_prometheus.py: a real Prometheus scrapes the service.
+    echo "== installing the Debian prometheus package"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    # The package may start a system Prometheus on 9090; the test starts its own.
+    systemctl disable --now prometheus >/dev/null 2>&1 || service prometheus stop >/dev/null 2>&1 || true
+  else
+    echo "prometheus is missing: apt-get install prometheus (as root)" >&2
+  fi
+fi
 # mosquitto lives in /usr/sbin, which a non-login shell may not have on PATH.
 export PATH="$PATH:/usr/sbin"
 
@@ -24,7 +36,7 @@ if [ ! -x .venv/bin/python ]; then
   echo "== creating .venv"
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import mqtt_metamanager, pytest, hypothesis, testcontainers" 2>/dev/null \
+if ! .venv/bin/python -c "import mqtt_metamanager, prometheus_client, pytest, hypothesis, testcontainers" 2>/dev/null \
    || [ pyproject.toml -nt .venv/.installed ]; then
   echo "== installing the package and its test dependencies"
   .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'

@@ -148,6 +148,7 @@ class Watcher:
         *,
         login: Login | None = None,
         tls: ssl.SSLContext | None = None,
+        client_id: str | None = None,
     ) -> None:
         self.messages: list[tuple[str, bytes, Any]] = []
         self._cond = threading.Condition()
@@ -155,7 +156,7 @@ class Watcher:
         self._subscribed = threading.Event()
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=f"watch-{uuid.uuid4().hex[:8]}",
+            client_id=client_id or f"watch-{uuid.uuid4().hex[:8]}",
             protocol=mqtt.MQTTv5,
         )
         if login is not None:
@@ -292,6 +293,8 @@ class ServiceProcess:
     overrides: dict[str, Any] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     _log_offset: int = 0
+    # Its own HTTP port: the default (10550) would be shared by every service on the box.
+    http_port: int = field(default_factory=free_port)
 
     @property
     def db_path(self) -> Path:
@@ -311,6 +314,7 @@ class ServiceProcess:
             "database": {"path": str(self.db_path)},
             "meta": {"remote_query": {"timeout": 1, "retries": 1}},
             "logging": {"level": "DEBUG"},
+            "http": {"listen": f"{HOST}:{self.http_port}"},
         }
         for path, value in self.overrides.items():
             node = cfg

@@ -125,7 +125,11 @@ def test_query_send_and_store_ls(
     ls = cli("store", "ls", "--db", str(svc.db_path), "--type", "pod", "--json")
     assert [json.loads(line)["key"] for line in ls.stdout.splitlines()] == ["kube/pod/p"]
 
-    health = cli("health", "--port", port)
+    health = cli("health", "-c", str(svc.workdir / "edge.yaml"))  # its /readyz
+    assert health.returncode == 0, health.stdout
+    assert health.stdout.strip() == b"ready"
+    without_http = {**os.environ, "METAMANAGER_HTTP__LISTEN": ""}  # its retained status
+    health = cli("health", "--port", port, env=without_http)
     assert health.returncode == 0
     assert health.stdout.strip() == b"online"
 
@@ -134,7 +138,8 @@ def test_query_without_a_broker_is_exit_1(broker: Broker) -> None:
     broker.stop()
     out = cli("query", "default/pod/a", "--port", str(broker.port))
     assert out.returncode == 1
-    assert cli("health", "--port", str(broker.port)).returncode == 1
+    without_http = {**os.environ, "METAMANAGER_HTTP__LISTEN": ""}
+    assert cli("health", "--port", str(broker.port), env=without_http).returncode == 1
 
 
 def test_store_ls_of_a_missing_file_is_exit_1(tmp_path: Path) -> None:

@@ -1,0 +1,471 @@
+"""The service's numbers: one ``prometheus_client`` registry that the message loop feeds.
+
+It is the one source of numbers: ``/metrics`` serves it (SPEC §12), and the retained MQTT
+snapshot and the stop line are summed from it (``totals``, ``snapshot``).
+
+The loop calls in at a few points. What an input did is read from its ``Result.outcome``
+text by ``read_outcome``. An input's counts are staged while its transaction runs and
+added once it commits (``batch_committed``), so a batch that fails and is retried one
+input at a time counts each input once.
+
+What is a state rather than a count (the outbox, the links, held inputs, stored objects)
+is read when scraped, from plain attributes that the loop and paho's threads keep
+(``loopstate.py``): a scrape never waits on the loop.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections import Counter as Tally
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+)
+
+from .loopstate import MAX_TYPES, STOPPING, LiveState, LoopState, Watched
+
+if TYPE_CHECKING:
+    from .identity import Refused
+    from .operations import Operations
+    from .outcome import Inbound, Result
+    from .store import Store
+    from .transport import Transport
+
+# 0.1 ms to 5 s: a local query takes well under a millisecond, an fsync on an SD card can
+# take a second.
+LATENCY_BUCKETS = tuple(round(m * 10.0**e, 6) for e in range(-4, 1) for m in (1, 2.5, 5))
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 10_000)
+# Label values come from this closed list: an input's operation is text its sender chose,
+# and a label per distinct text would let any sender grow this process without bound.
+OPERATIONS = frozenset(
+    [
+        "insert",
+        "update",
+        "patch",
+        "delete",
+        "query",
+        "response",
+        "error",
+        "connect",
+        "publish",
+        "meta-internal-sync",
+    ]
+)
+BRIDGE_STATE = "bridge_state"  # the operation label of the Mosquitto bridge's 1/0
+# The first word of each ``Result.outcome`` that operations.py writes.
+OUTCOMES = frozenset(
+    [
+        "stored",
+        "stored-offline",
+        "no-delta",
+        "stale",
+        "deleted",
+        "duplicate",
+        "local",
+        "remote",
+        "remote-answer",
+        "remote-error",
+        "remote-fallback",
+        "forwarded",
+        "connected",
+        "disconnected",
+        "unchanged",
+        "sync",
+        "sync-skipped",
+    ]
+)
+CACHED_OUTCOME = 40  # longer outcome texts carry input (a connect's content): not kept
+REMOTE_RESULTS = {
+    "remote-answer": "cloud",
+    "remote-error": "cloud_error",
+    "remote-fallback": "local_fallback",
+    "error 504 cloud_timeout": "timeout",
+}
+
+
+# -- reading a Result ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sync:
+    """One pod-status sync seen in an outcome: sent (with its figures) or skipped."""
+
+    sent: bool
+    statuses: int = 0
+    dropped: int = 0
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What metrics take from one ``Result``'s outcome and the outcomes merged into it."""
+
+    label: str
+    remote_results: tuple[str, ...] = ()
+    remote_attempts: int = 0
+    syncs: tuple[Sync, ...] = ()
+    link: str = ""  # "up" or "down" when the input changed the cloud link
+
+    @property
+    def has_effects(self) -> bool:
+        return bool(self.remote_results or self.remote_attempts or self.syncs)
+
+
+def outcome_label(outcome: str) -> str:
+    """A bounded label for ``Result.outcome`` text: ``"error 403 source_mismatch"`` ->
+    ``"error_403"``, ``"local n=3"`` -> ``"local"``, anything unforeseen -> ``"other"``."""
+    word, _, rest = outcome.partition(" ")
+    if word == "error":
+        code = rest.partition(" ")[0]
+        return f"error_{code}" if len(code) == 3 and code.isdigit() else "error"
+    if word == "connect":
+        return "ignored"  # "connect ignored: content ..."
+    if word == "late-cloud-answer":
+        return "late_answer"
+    return word.replace("-", "_") if word in OUTCOMES else "other"
+
+
+def _numbers(text: str) -> dict[str, int]:
+    """``"sync namespaces=2 statuses=5 dropped=1"`` -> ``{"namespaces": 2, ...}``."""
+    out = {}
+    for token in text.split():
+        key, sep, value = token.partition("=")
+        if sep and value.isascii() and value.isdigit():
+            out[key] = int(value)
+    return out
+
+
+def read_outcome(outcome: str, merged: tuple[str, ...] = ()) -> Reading:
+    """Read one result's outcomes (its own, then those ``Result.extend`` merged in)."""
+    if merged or len(outcome) > CACHED_OUTCOME:
+        return _read_outcome(outcome, merged)
+    return _read_short_outcome(outcome)
+
+
+@functools.lru_cache(maxsize=256)  # the loop reads one per input; a few recur
+def _read_short_outcome(outcome: str) -> Reading:
+    return _read_outcome(outcome, ())
+
+
+def _read_outcome(outcome: str, merged: tuple[str, ...]) -> Reading:
+    remote: list[str] = []
+    attempts = 0
+    syncs: list[Sync] = []
+    for piece in (outcome, *merged):
+        if piece in REMOTE_RESULTS:
+            remote.append(REMOTE_RESULTS[piece])
+        elif piece.startswith("remote attempt="):
+            attempts += 1
+        elif piece.startswith("sync "):
+            figures = _numbers(piece)
+            syncs.append(Sync(True, figures.get("statuses", 0), figures.get("dropped", 0)))
+        elif piece == "sync-skipped":
+            syncs.append(Sync(False))
+    link = {"connected": "up", "disconnected": "down"}.get(outcome, "")
+    return Reading(outcome_label(outcome), tuple(remote), attempts, tuple(syncs), link)
+
+
+def operation_label(operation: str) -> str:
+    """The operation as a label: one of ``OPERATIONS``, ``bridge_state``, ``unknown`` (the
+    input could not be decoded that far) or ``other``."""
+    if operation in OPERATIONS or operation == BRIDGE_STATE:
+        return operation
+    return "other" if operation else "unknown"
+
+
+# -- the metrics -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Staged:
+    operation: str
+    result: Result
+    seconds: float
+    refusal: tuple[int, str] | None  # (code, reason) of a refused input
+
+
+class ServiceMetrics:
+    """Every metric of SPEC §12 in one registry, and the calls the loop makes to move them."""
+
+    def __init__(self, deadletter_topic: str) -> None:
+        # One series less per counter and histogram: the _created timestamps are noise here.
+        disable_created_metrics()
+        self.deadletter_topic = deadletter_topic
+        self.registry = r = CollectorRegistry()
+        self.state = LoopState()
+        self.watched: Watched | None = None
+        self.inputs = Counter(
+            "metamanager_inputs",
+            "Inputs handled, by operation and outcome (error_NNN: answered with that code)",
+            ["operation", "outcome"],
+            registry=r,
+        )
+        self.handle_seconds = Histogram(
+            "metamanager_handle_seconds",
+            "Time to apply one input inside its transaction, by operation",
+            ["operation"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.commit_seconds = Histogram(
+            "metamanager_commit_seconds",
+            "Time of one batch's transaction, inputs and fsync included",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_inputs = Histogram(
+            "metamanager_batch_inputs",
+            "Inputs per committed transaction (group commit)",
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.dedup_hits = Counter(
+            "metamanager_dedup_hits",
+            "Redelivered inputs (a msg_id applied before) answered again, not applied again",
+            registry=r,
+        )
+        self.refusals = Counter(
+            "metamanager_refusals",
+            "Inputs refused before they were applied, by code (400, 403) and reason",
+            ["code", "reason"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "metamanager_dead_letters",
+            "Dead letters published, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.store_failures = Counter(
+            "metamanager_store_failures",
+            "Transactions the store failed (inputs answered 503 and retried)",
+            registry=r,
+        )
+        self.internal_errors = Counter(
+            "metamanager_internal_errors",
+            "Inputs that met a bug: answered 500 or dead-lettered, not applied",
+            registry=r,
+        )
+        self.unpublishable = Counter(
+            "metamanager_unpublishable",
+            "Outbox rows the MQTT client refused for good, dropped",
+            registry=r,
+        )
+        self.disconnects = Counter(
+            "metamanager_mqtt_disconnects",
+            "Losses of an MQTT link (input or output) to the local broker",
+            registry=r,
+        )
+        self.cloud_link_changes = Counter(
+            "metamanager_cloud_link_changes",
+            "Changes of the cloud link, by the state it changed to",
+            ["state"],
+            registry=r,
+        )
+        self.remote_queries = Counter(
+            "metamanager_remote_queries",
+            "Queries asked of the cloud, by how they ended: cloud (its answer), cloud_error,"
+            " local_fallback (timed out, answered from the store), timeout (504)",
+            ["result"],
+            registry=r,
+        )
+        self.remote_attempts = Counter(
+            "metamanager_remote_query_attempts",
+            "Queries sent to the cloud, retries included",
+            registry=r,
+        )
+        self.syncs = Counter(
+            "metamanager_podstatus_syncs",
+            "Pod-status syncs, by result (sent, or skipped while the cloud link is down)",
+            ["result"],
+            registry=r,
+        )
+        self.sync_seconds = Histogram(
+            "metamanager_podstatus_sync_seconds",
+            "Time of the work that ran a pod-status sync",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.sync_statuses = Counter(
+            "metamanager_podstatus_sync_statuses",
+            "Pod statuses sent to the cloud by syncs",
+            registry=r,
+        )
+        self.sync_orphans = Counter(
+            "metamanager_podstatus_sync_orphans_purged",
+            "Statuses of vanished pods deleted by syncs",
+            registry=r,
+        )
+        r.register(LiveState(self.state, lambda: self.watched))
+        ProcessCollector(registry=r)
+        self._staged: list[_Staged] = []
+        # Labelled children by label values: ``labels()`` on every input costs more.
+        self._inputs: dict[tuple[str, str], Any] = {}
+        self._handle: dict[str, Any] = {}
+
+    def watch(self, store: Store, transport: Transport, ops: Operations) -> None:
+        self.watched = Watched(store, transport, ops)
+
+    # -- the loop's calls --------------------------------------------------------------------
+
+    def heartbeat(self, outbox_rows: int, outbox_oldest_at: float | None) -> None:
+        """Every turn of the loop: it is alive, and where the outbox stands."""
+        self.state.turned(outbox_rows, outbox_oldest_at)
+
+    def stopping(self) -> None:
+        self.state.phase = STOPPING
+
+    def batch_started(self) -> float:
+        """A transaction of inputs begins: forget what a failed one staged."""
+        self._staged.clear()
+        return time.perf_counter()
+
+    def input_handled(
+        self, operation: str, result: Result, started: float, refused: Refused | None = None
+    ) -> None:
+        """One input applied (or refused) inside the running transaction: staged."""
+        refusal = (refused.error.code, refused.error.reason) if refused else None
+        seconds = time.perf_counter() - started
+        self._staged.append(_Staged(operation, result, seconds, refusal))
+
+    def batch_committed(self, size: int, started: float) -> None:
+        """The transaction committed: count its inputs."""
+        self.commit_seconds.observe(time.perf_counter() - started)
+        self.batch_inputs.observe(size)
+        for staged in self._staged:
+            self._count_input(staged)
+        self._staged.clear()
+
+    def internal_done(self, result: Result, started: float) -> None:
+        """Work that is not an input (a timer, a periodic sync) committed."""
+        seconds = time.perf_counter() - started
+        self._count_effects(read_outcome(result.outcome, tuple(result.merged)), seconds)
+
+    def store_failed(self, inbound: Inbound | None, *, answered: bool) -> None:
+        """A transaction failed in the store; ``answered``: its input was told 503."""
+        self.store_failures.inc()
+        if answered and inbound is not None:
+            self._input(operation_label(inbound.message.operation), "error_503").inc()
+
+    def internal_error(self, inbound: Inbound | None, *, dead_letter: bool) -> None:
+        """An input met a bug: answered 500 or, with nobody to tell, a dead letter."""
+        self.internal_errors.inc()
+        operation = operation_label(inbound.message.operation) if inbound else "other"
+        self._input(operation, "error_500").inc()
+        if dead_letter:
+            self.dead_letters.labels("internal_error").inc()
+
+    def link_lost(self) -> None:
+        self.disconnects.inc()
+
+    def dropped_unpublishable(self) -> None:
+        self.unpublishable.inc()
+
+    def sample_store(self, store: Store) -> None:
+        """Count the stored objects by type (a periodic query on the loop's thread)."""
+        counts = sorted(store.count_by_type().items(), key=lambda kv: (-kv[1], kv[0]))
+        shown = dict(counts[:MAX_TYPES])
+        rest = sum(n for _t, n in counts[MAX_TYPES:])
+        if rest:
+            shown["other"] = shown.get("other", 0) + rest
+        self.state.objects_by_type = shown
+
+    # -- counting ------------------------------------------------------------------------------
+
+    def _input(self, operation: str, outcome: str) -> Any:
+        child = self._inputs.get((operation, outcome))
+        if child is None:
+            child = self._inputs[(operation, outcome)] = self.inputs.labels(operation, outcome)
+        return child
+
+    def _count_input(self, staged: _Staged) -> None:
+        operation = operation_label(staged.operation)
+        result = staged.result
+        reading = read_outcome(result.outcome, tuple(result.merged))
+        self._input(operation, reading.label).inc()
+        handle = self._handle.get(operation)
+        if handle is None:
+            handle = self._handle[operation] = self.handle_seconds.labels(operation)
+        handle.observe(staged.seconds)
+        if reading.label == "duplicate":
+            self.dedup_hits.inc()
+        if staged.refusal is not None:
+            code, reason = staged.refusal
+            self.refusals.labels(str(code), reason).inc()
+            if any(p.topic == self.deadletter_topic for p in result.forwards):
+                self.dead_letters.labels(reason).inc()
+        if reading.link:
+            self.cloud_link_changes.labels(reading.link).inc()
+        if reading.has_effects:
+            self._count_effects(reading, staged.seconds)
+
+    def _count_effects(self, reading: Reading, seconds: float) -> None:
+        """Remote query results and syncs, wherever they happened (an input, a timer, a
+        link change); a sync's time is that of the work that ran it."""
+        for remote in reading.remote_results:
+            self.remote_queries.labels(remote).inc()
+        if reading.remote_attempts:
+            self.remote_attempts.inc(reading.remote_attempts)
+        for sync in reading.syncs:
+            self.syncs.labels("sent" if sync.sent else "skipped").inc()
+            if sync.sent:
+                self.sync_seconds.observe(seconds)
+                self.sync_statuses.inc(sync.statuses)
+                self.sync_orphans.inc(sync.dropped)
+
+    # -- sums for the stop line and the MQTT snapshot -----------------------------------------
+
+    def totals(self) -> dict[str, int]:
+        """Counts by outcome and by kind of trouble, summed over operations and reasons."""
+        out: Tally[str] = Tally()
+        for sample in _samples(self.inputs):
+            out[sample.labels["outcome"]] += int(sample.value)
+        for sample in _samples(self.refusals):
+            out["rejected" if sample.labels["code"] == "400" else "refused"] += int(sample.value)
+        for name, metric in (
+            ("dead_letters", self.dead_letters),
+            ("dedup_hits", self.dedup_hits),
+            ("store_failures", self.store_failures),
+            ("internal_errors", self.internal_errors),
+            ("unpublishable", self.unpublishable),
+            ("disconnects", self.disconnects),
+        ):
+            out[name] += int(sum(s.value for s in _samples(metric)))
+        return {key: n for key, n in sorted(out.items()) if n}
+
+    def snapshot(self) -> dict[str, Any]:
+        """The retained MQTT metrics snapshot: ``totals`` plus the present state."""
+        state, watched = self.state, self._watched()
+        oldest = state.outbox_oldest_at
+        snapshot: dict[str, Any] = {
+            **self.totals(),
+            "objects": sum(state.objects_by_type.values()),
+            "outbox_rows": state.outbox_rows,
+            "outbox_oldest_age_seconds": 0.0 if oldest is None else time.monotonic() - oldest,
+            "held_inputs": watched.transport.window.held,
+            "max_held_inputs": watched.transport.max_held,
+            "input_window": watched.transport.window.size,
+            "remote_queries": watched.ops.pending_queries,
+            "cloud_connected": watched.ops.link.connected,
+        }
+        return snapshot
+
+    def _watched(self) -> Watched:
+        if self.watched is None:
+            raise RuntimeError("ServiceMetrics.watch was not called")
+        return self.watched
+
+
+def _samples(metric: Counter) -> Iterable[Any]:
+    """A counter's ``_total`` samples (not its ``_created`` ones, if enabled)."""
+    for family in metric.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                yield sample
