@@ -5,7 +5,9 @@ MQTT, while the cloud is away and after a restart."""
 from __future__ import annotations
 
 import json
+import queue
 import shutil
+import socket
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
@@ -22,6 +24,7 @@ from tests.support import (
     Watcher,
     envelope,
     free_port,
+    inbox_for,
     reply_to,
     wait_until,
 )
@@ -80,7 +83,11 @@ def test_the_python_client_lists_gets_and_selects(
 ) -> None:
     cloud.send("insert", "default/pod/web", pod("web", app="web"))
     cloud.send("insert", "kube-system/pod/dns", pod("dns", "kube-system", app="dns"))
-    cloud.send("insert", "default/configmap/cfg", {"metadata": {"name": "cfg", "labels": {"app": "x"}}, "data": {"k": "v"}})
+    cloud.send(
+        "insert",
+        "default/configmap/cfg",
+        {"metadata": {"name": "cfg", "labels": {"app": "x"}}, "data": {"k": "v"}},
+    )
     pods = core.list_pod_for_all_namespaces()
     assert sorted(p.metadata.name for p in pods.items) == ["dns", "web"]
     assert int(pods.metadata.resource_version) >= 3
@@ -170,12 +177,18 @@ def kubectl(port: int, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_kubectl_get_and_watch(
-    service: ServiceProcess, cloud: Cloud, api_port: int
-) -> None:
+def test_kubectl_get_and_watch(service: ServiceProcess, cloud: Cloud, api_port: int) -> None:
     cloud.send("insert", "default/pod/web", pod("web"))
-    cloud.send("insert", "ops/configmap/a", {"metadata": {"name": "a", "namespace": "ops", "labels": {"app": "x"}}})
-    cloud.send("insert", "ops/configmap/b", {"metadata": {"name": "b", "namespace": "ops", "labels": {"app": "y"}}})
+    cloud.send(
+        "insert",
+        "ops/configmap/a",
+        {"metadata": {"name": "a", "namespace": "ops", "labels": {"app": "x"}}},
+    )
+    cloud.send(
+        "insert",
+        "ops/configmap/b",
+        {"metadata": {"name": "b", "namespace": "ops", "labels": {"app": "y"}}},
+    )
     listing = kubectl(api_port, "get", "pods", "-A")
     assert listing.returncode == 0, listing.stderr
     assert "web" in listing.stdout
@@ -193,11 +206,40 @@ def test_kubectl_get_and_watch(
         stderr=subprocess.PIPE,
         text=True,
     )
+    lines: queue.Queue[str] = queue.Queue()
+    assert follow.stdout is not None
+    out = follow.stdout
+    threading.Thread(target=lambda: [lines.put(line.strip()) for line in out], daemon=True).start()
     try:
-        assert follow.stdout is not None
-        assert follow.stdout.readline().strip() == "pod/web"  # the list
+        assert lines.get(timeout=30) == "pod/web"  # the list
         cloud.send("insert", "default/pod/new", pod("new"))
-        assert follow.stdout.readline().strip() == "pod/new"  # the watch
+        assert lines.get(timeout=30) == "pod/new"  # the watch
     finally:
         follow.kill()
         follow.wait()
+
+
+def test_a_stuck_watcher_is_dropped_while_mqtt_traffic_goes_on(
+    service: ServiceProcess, publisher: Publisher, watcher: Watcher, api_port: int
+) -> None:
+    stuck = socket.socket()
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills at once
+    stuck.connect(("127.0.0.1", api_port))
+    stuck.sendall(b"GET /api/v1/pods?watch=true HTTP/1.1\r\nHost: x\r\n\r\n")
+    # The cloud goes on: far more than the watcher's socket and queue can hold.
+    big = "x" * 20_000
+    ids = []
+    for i in range(1200):
+        message = envelope("insert", f"default/pod/p{i}", {**pod(f"p{i}"), "pad": big})
+        ids.append(message["header"]["msg_id"])
+        publisher.client.publish(inbox_for(message), json.dumps(message), qos=1)
+    wait_until(lambda: len(watcher.on(CLOUD)) >= len(ids), 60, "every insert answered")
+    assert {m["header"]["parent_msg_id"] for m in watcher.on(CLOUD)} >= set(ids)
+    # The server gave up on the watcher: reading what it had sent ends in a close.
+    stuck.settimeout(30)
+    total = 0
+    while chunk := stuck.recv(1 << 20):
+        total += len(chunk)
+    stuck.close()
+    assert total < 1200 * 20_000  # it never got everything: it was dropped on the way
+    assert "a watcher of pod fell 1000 changes behind: dropped" in service.logs()
