@@ -121,6 +121,9 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body (and each watch event) are separate writes: with Nagle on, each
+    # second write waited for the client's delayed ACK, ~40 ms per answer.
+    disable_nagle_algorithm = True
     timeout = CLIENT_TIMEOUT
     server_version = "mqtt-metamanager"
     sys_version = ""

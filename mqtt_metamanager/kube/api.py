@@ -203,25 +203,25 @@ class KubeAPI:
                 return status(
                     410, "Expired", f"too old resource version: {since} ({snap.compacted()})"
                 )
+            # Kept as stored text and dressed one line at a time as the stream goes: a
+            # thousand decoded objects held per new watcher were megabytes each.
+            backlog: list[tuple[str, Row | Change]]
             if since:
-                backlog = [
-                    _event(c, target.kind) for c in snap.changes(target.kind, since, sub.start)
-                ]
+                backlog = [(c.event, c) for c in snap.changes(target.kind, since, sub.start)]
             else:  # no revision: the current objects as ADDED, then what changes
                 rows = snap.objects(target.kind, target.namespace)
-                backlog = [
-                    ("ADDED", dress(r, target.kind)) for r in rows if r.revision <= sub.start
-                ]
+                backlog = [("ADDED", r) for r in rows if r.revision <= sub.start]
         bookmarks = params.get("allowWatchBookmarks") in ("true", "1")
         return Watch(self._stream(target, selector, sub, backlog, timeout, bookmarks))
 
     def _stream(self, target: Target, selector: Selector, sub: Any,
-                backlog: list[tuple[str, dict[str, Any]]], timeout: float,
+                backlog: list[tuple[str, Row | Change]], timeout: float,
                 bookmarks: bool) -> Iterator[bytes]:  # fmt: skip
         deadline = time.monotonic() + timeout
         last = sub.start
         try:
-            for event, obj in backlog:
+            for event, row in backlog:
+                obj = dress(row, target.kind)
                 if self._wanted(target, selector, obj):
                     yield _line(event, obj)
             next_bookmark = time.monotonic() + BOOKMARK_EVERY
