@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import queue
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from urllib.parse import parse_qs
 
 from .feed import ChangeFeed
 from .reader import Change, Row, StoreReader
-from .resources import BY_PLURAL, BY_STORED, KINDS, Kind
+from .resources import BY_PLURAL, KINDS, Kind
 from .selectors import Selector, SelectorError
 
 API_VERSION = "v1"
@@ -231,16 +232,19 @@ class KubeAPI:
                     return
                 wait = min(deadline, next_bookmark if bookmarks else deadline) - now
                 try:
-                    change = sub.changes.get(timeout=max(0.0, wait))
-                except Exception:  # queue.Empty: a quiet moment
+                    delivery = sub.changes.get(timeout=max(0.0, wait))
+                except queue.Empty:  # a quiet moment
                     if bookmarks and time.monotonic() >= next_bookmark:
                         yield _bookmark(target.kind, max(last, self.feed.position))
                         next_bookmark = time.monotonic() + BOOKMARK_EVERY
                     continue
+                change = delivery.change
                 last = change.revision
-                event, obj = _event(change, target.kind)
+                if target.namespace is not None and change.namespace != target.namespace:
+                    continue
+                obj = delivery.object(lambda c: dress(c, target.kind))
                 if self._wanted(target, selector, obj):
-                    yield _line(event, obj)
+                    yield delivery.line(_line, obj)
         finally:
             self.feed.unsubscribe(sub)
 
@@ -252,10 +256,6 @@ class KubeAPI:
         if target.name is not None and obj.get("metadata", {}).get("name") != target.name:
             return False
         return selector.matches(obj)
-
-
-def _event(change: Change, kind: Kind) -> tuple[str, dict[str, Any]]:
-    return change.event, dress(change, BY_STORED.get(change.type, kind))
 
 
 def _line(event: str, obj: dict[str, Any]) -> bytes:

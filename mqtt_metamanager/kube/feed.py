@@ -12,14 +12,38 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from .reader import Change, StoreReader
 
 log = logging.getLogger(__name__)
 
-WATCHER_QUEUE = 1000  # changes a watcher may be behind before it is dropped
+WATCHER_QUEUE = 256  # changes a watcher may be behind before it is dropped
 READ_CHUNK = 1000  # changes read per query
+
+
+class Delivery:
+    """One change as every watcher of its kind gets it: the same instance for all, so the
+    object is decoded and its event line encoded once, by the first watcher that needs it."""
+
+    __slots__ = ("_line", "_object", "change")
+
+    def __init__(self, change: Change) -> None:
+        self.change = change
+        self._object: dict[str, Any] | None = None
+        self._line: bytes | None = None
+
+    def object(self, dress: Callable[[Change], dict[str, Any]]) -> dict[str, Any]:
+        if self._object is None:
+            self._object = dress(self.change)
+        return self._object
+
+    def line(self, encode: Callable[[str, dict[str, Any]], bytes], obj: dict[str, Any]) -> bytes:
+        if self._line is None:
+            self._line = encode(self.change.event, obj)
+        return self._line
 
 
 @dataclass(eq=False)
@@ -28,7 +52,7 @@ class Subscription:
 
     stored_type: str
     start: int
-    changes: queue.Queue[Change] = field(default_factory=lambda: queue.Queue(WATCHER_QUEUE))
+    changes: queue.Queue[Delivery] = field(default_factory=lambda: queue.Queue(WATCHER_QUEUE))
     dropped: threading.Event = field(default_factory=threading.Event)
 
 
@@ -92,14 +116,15 @@ class ChangeFeed:
                 return
             with self._lock:
                 for change in changes:
+                    delivery = Delivery(change)
                     for sub in list(self._subscriptions):
                         if sub.stored_type == change.type and change.revision > sub.start:
-                            self._give(sub, change)
+                            self._give(sub, delivery)
                 self.position = changes[-1].revision
 
-    def _give(self, sub: Subscription, change: Change) -> None:
+    def _give(self, sub: Subscription, delivery: Delivery) -> None:
         try:
-            sub.changes.put_nowait(change)
+            sub.changes.put_nowait(delivery)
         except queue.Full:
             log.warning("kube: a watcher of %s fell %d changes behind: dropped",
                         sub.stored_type, WATCHER_QUEUE)  # fmt: skip
