@@ -230,6 +230,17 @@ def cmd_health(cfg: Config, args: argparse.Namespace) -> int:
 def cmd_bench(cfg: Config, args: argparse.Namespace) -> int:
     from .bench import BenchError, BenchOptions, render, run_bench
 
+    if args.kube:
+        from .bench_kube import render_kube, run_kube_bench
+
+        try:
+            kube_report = run_kube_bench()
+        except BenchError as exc:
+            print(f"bench: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+        print(json.dumps(kube_report, indent=2) if args.json else render_kube(kube_report))
+        return EXIT_OK
+
     login: dict[str, Any] = {}
     if args.host is not None:  # a given broker: log in as the command line or config says
         broker = _login(cfg, args)
@@ -339,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=120.0, help="seconds allowed per phase")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("-c", "--config", dest="sub_config", help="config file (login, with --host)")
+    p.add_argument("--kube", action="store_true", help="the Kubernetes read API's figures instead")
     _add_login_args(p)
     p.set_defaults(func=cmd_bench)
 

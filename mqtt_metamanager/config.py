@@ -129,6 +129,16 @@ class HTTPConfig:
 
 
 @dataclass(frozen=True)
+class KubeConfig:
+    # The Kubernetes read API (SPEC §12) on the http listener.
+    api: bool = True
+    # The change history watches resume from: the newest this many changes, and none older
+    # than this many seconds; a watch from before it gets 410 Gone and lists again.
+    history_changes: int = 10_000
+    history_seconds: float = 600.0
+
+
+@dataclass(frozen=True)
 class Config:
     node: NodeConfig = field(default_factory=NodeConfig)
     mqtt: MQTTConfig = field(default_factory=MQTTConfig)
@@ -140,6 +150,7 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     http: HTTPConfig = field(default_factory=HTTPConfig)
+    kube: KubeConfig = field(default_factory=KubeConfig)
 
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -166,6 +177,8 @@ _RULES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("metrics.interval", lambda v: v >= 0, "0 (off) or a positive number of seconds"),
     ("http.listen", lambda v: v == "" or listen_address(v) is not None, "host:port or empty"),
     ("http.ready_outbox_lag", lambda v: v > 0, "a positive number of seconds"),
+    ("kube.history_changes", lambda v: 1 <= v <= 10_000_000, "1 to 10000000"),
+    ("kube.history_seconds", lambda v: v > 0, "a positive number of seconds"),
 ]
 
 

@@ -26,6 +26,9 @@ from .config import Config
 from .envelope import now_ms
 from .http import endpoint_for
 from .identity import AccessPolicy, Refused
+from .kube.api import KubeAPI
+from .kube.feed import ChangeFeed
+from .kube.reader import StoreReader
 from .ledger import UNLOGGED, PublishLedger
 from .metrics import BRIDGE_STATE, ServiceMetrics
 from .operations import Operations
@@ -108,7 +111,14 @@ class Service:
         self.timers = TimerQueue()
         self.metrics = ServiceMetrics(self.topics.deadletter)
         self.metrics.watch(self.store, self.transport, self.ops)
-        self.http = endpoint_for(config.http, self.metrics)
+        self.feed: ChangeFeed | None = None
+        kube: KubeAPI | None = None
+        if config.http.listen and config.kube.api:
+            # The API reads on connections of its own; the loop only wakes the feed.
+            reader = StoreReader(config.database.path)
+            self.feed = ChangeFeed(reader, self.store.revision)
+            kube = KubeAPI(reader, self.feed)
+        self.http = endpoint_for(config.http, self.metrics, kube)
         self.ledger = PublishLedger()
         self._held: deque[Received] = deque()  # inputs received, not yet taken
         self._failures: dict[int, int] = {}  # input mid -> store failures so far
@@ -139,6 +149,8 @@ class Service:
             self.config.mqtt.host,
             self.config.mqtt.port,
         )
+        if self.feed is not None:
+            self.feed.start()
         if self.http is not None:
             self.http.start()  # before the broker: /healthz and /readyz answer while it is away
         if not self.transport.start(cancel=self._stop):
@@ -146,6 +158,8 @@ class Service:
             self.store.close()
             if self.http is not None:
                 self.http.stop()
+            if self.feed is not None:
+                self.feed.stop()
             return
         self.timers.call_later(self.config.meta.sync.podstatus.interval, self._periodic_sync)
         self.timers.call_later(PRUNE_INTERVAL, self._prune)
@@ -171,6 +185,8 @@ class Service:
         self.store.close()
         if self.http is not None:
             self.http.stop()
+        if self.feed is not None:
+            self.feed.stop()
         log.info(
             "stopped: %s unacked_publishes=%d max_held_inputs=%d",
             " ".join(f"{k}={v}" for k, v in self.metrics.totals().items()),
@@ -279,6 +295,7 @@ class Service:
             self._unprocessable(*inputs[0], exc)
             return
         self.ledger.committed()
+        self._committed()
         self.metrics.batch_committed(len(inputs), started)
         for received, entries, result in done:
             self._publish(entries)
@@ -407,6 +424,11 @@ class Service:
         else:
             self.ledger.committed()
 
+    def _committed(self) -> None:
+        """After a commit: Kubernetes watches follow the store (never waits on them)."""
+        if self.feed is not None:
+            self.feed.notify()
+
     # -- timers ------------------------------------------------------------------------------
 
     def _arm(self, result: Result) -> None:
@@ -431,6 +453,7 @@ class Service:
                 self.timers.call_later(INTERNAL_RETRY, functools.partial(self._internal, work))
             return
         self.ledger.committed()
+        self._committed()
         self.metrics.internal_done(result, started)
         if result.outcome not in ("sync-skipped", "timer-stale"):
             log.info("internal outcome=%s publishes=%d", result.outcome, len(entries))
@@ -442,9 +465,11 @@ class Service:
         self.timers.call_later(self.config.meta.sync.podstatus.interval, self._periodic_sync)
 
     def _prune(self) -> None:
+        history = self.config.kube
         try:
             with self.store.atomic():
                 dropped = self.ops.prune_dedup()
+                self.store.prune_changes(history.history_changes, history.history_seconds)
         except StoreError as exc:
             log.error("dedup prune failed: %s", exc)
         else:

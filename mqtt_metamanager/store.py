@@ -7,6 +7,11 @@ Contract:
   redelivered message is answered again but not applied again.
 - ``outbox`` holds every publish owed because of an input, written in the same
   transaction as the input's effect and removed once the broker acknowledged it.
+- ``changes`` is the store's history: every put and delete of an object bumps the store's
+  revision and is recorded (with the object) in the same transaction, so a reader that
+  follows it (the Kubernetes watch) never sees a change a crash then loses, nor misses
+  one that was committed. Each ``meta`` row has the revision of its last change. The
+  history is bounded (``prune_changes``); readers older than it must start again.
 
 One writer (the service loop); the CLI opens the file read-only.
 """
@@ -26,23 +31,34 @@ import peewee as pw
 from .envelope import Resource
 from .routing import Outgoing
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # The per-message statements, written once: building them through peewee's query builder
 # for every row was most of the service's CPU under load (docs/performance.md).
 _GET_OBJECT = (
     "SELECT key, type, namespace, name, value, resource_version, updated_at FROM meta WHERE key = ?"
 )
-_PUT_OBJECT = (
-    "INSERT OR REPLACE INTO meta"
-    " (key, type, namespace, name, value, resource_version, updated_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+_UPDATE_OBJECT = (
+    "UPDATE meta SET type = ?, namespace = ?, name = ?, value = ?, resource_version = ?,"
+    " updated_at = ?, revision = ? WHERE key = ?"
+)
+_INSERT_OBJECT = (
+    "INSERT INTO meta (type, namespace, name, value, resource_version, updated_at, revision, key)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_DELETE_OBJECT = "DELETE FROM meta WHERE key = ? RETURNING type, namespace, name, value"
+_ADD_CHANGE = (
+    "INSERT INTO changes (revision, event, key, type, namespace, name, value, at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _GET_VALUE = "SELECT value FROM meta WHERE key = ?"
 _LIST_VALUES = "SELECT value FROM meta WHERE type = ? AND namespace = ? ORDER BY key"
 _GET_APPLIED = "SELECT replies FROM applied WHERE msg_id = ?"
 _PUT_APPLIED = "INSERT OR REPLACE INTO applied (msg_id, replies, applied_at) VALUES (?, ?, ?)"
 _ADD_OUTBOX = "INSERT INTO outbox (topic, payload, correlation, retain) VALUES (?, ?, ?, ?)"
+
+
+ADDED, MODIFIED, DELETED = "ADDED", "MODIFIED", "DELETED"
 
 
 class StoreError(RuntimeError):
@@ -81,10 +97,25 @@ def _models(db: pw.Database) -> SimpleNamespace:
         name = pw.CharField(default="")
         resource_version = pw.CharField(default="")
         updated_at = pw.FloatField(default=0.0)
+        revision = pw.IntegerField(default=0)
 
         class Meta:
             table_name = "meta"
             indexes = ((("type", "namespace"), False),)
+
+    class Change(Base):
+        revision = pw.IntegerField(primary_key=True)
+        event = pw.CharField()  # ADDED, MODIFIED, DELETED
+        key = pw.CharField()
+        type = pw.CharField()
+        namespace = pw.CharField()
+        name = pw.CharField()
+        value = pw.TextField()  # the object after the change (before it, for DELETED)
+        at = pw.FloatField(index=True)
+
+        class Meta:
+            table_name = "changes"
+            indexes = ((("type", "revision"), False),)
 
     class Applied(Base):
         msg_id = pw.CharField(primary_key=True)
@@ -104,7 +135,7 @@ def _models(db: pw.Database) -> SimpleNamespace:
         class Meta:
             table_name = "outbox"
 
-    return SimpleNamespace(Meta=Meta, Applied=Applied, Outbox=Outbox)
+    return SimpleNamespace(Meta=Meta, Change=Change, Applied=Applied, Outbox=Outbox)
 
 
 def _resource_version(value: Any) -> str:
@@ -159,6 +190,7 @@ class Store:
             self.db.connect()
             if not readonly:
                 self._migrate()
+            self._revision = self._last_revision()
         except pw.OperationalError as exc:
             raise StoreError(f"{path}: {exc}") from exc
 
@@ -167,7 +199,16 @@ class Store:
         if version > SCHEMA_VERSION:
             raise StoreError(f"schema version {version} is newer than this program's")
         with self.db.atomic():
-            self.db.create_tables([self.m.Meta, self.m.Applied, self.m.Outbox], safe=True)
+            if version == 1:
+                # Objects stored before revisions existed get one each, in key order.
+                self.db.execute_sql("ALTER TABLE meta ADD COLUMN revision INTEGER DEFAULT 0")
+                self.db.execute_sql(
+                    "UPDATE meta SET revision = (SELECT COUNT(*) FROM meta AS m"
+                    " WHERE m.key <= meta.key)"
+                )
+            self.db.create_tables(
+                [self.m.Meta, self.m.Change, self.m.Applied, self.m.Outbox], safe=True
+            )
             self.db.execute_sql(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -175,14 +216,29 @@ class Store:
         if not self.db.is_closed():
             self.db.close()
 
+    @property
+    def revision(self) -> int:
+        """The revision of the last committed (or, inside a transaction, made) change."""
+        return self._revision
+
+    def _last_revision(self) -> int:
+        row = self.db.execute_sql(
+            "SELECT MAX(r) FROM (SELECT MAX(revision) AS r FROM changes"
+            " UNION ALL SELECT MAX(revision) FROM meta)"
+        ).fetchone()
+        return int(row[0] or 0)
+
     @contextmanager
     def atomic(self) -> Iterator[None]:
-        """One transaction; a SQLite failure inside it surfaces as ``StoreError``."""
+        """One transaction; a SQLite failure inside it surfaces as ``StoreError``. The
+        revision counter goes back with a rollback, so no revision is ever skipped."""
+        start = self._revision
         changes = self.changes()
         try:
             with self.db.atomic():
                 yield
         except (pw.OperationalError, pw.DatabaseError) as exc:
+            self._revision = start
             # On SQLITE_FULL/IOERR SQLite rolls back by itself; peewee's own rollback then
             # fails with "no transaction is active" and would hide the cause.
             cause: BaseException | None = exc
@@ -190,6 +246,9 @@ class Store:
                 cause = cause.__context__
             self.problem = f"the last transaction failed: {cause or exc}"
             raise StoreError(str(cause or exc)) from exc
+        except BaseException:
+            self._revision = start
+            raise
         if self.changes() != changes:  # only a write shows that writes work again
             self.problem = ""
 
@@ -216,18 +275,19 @@ class Store:
         )
 
     def put(self, resource: Resource, value: Any) -> None:
-        self.db.execute_sql(
-            _PUT_OBJECT,
-            (
-                resource.key,
-                resource.type,
-                resource.namespace,
-                resource.name or "",
-                json.dumps(value, separators=(",", ":")),
-                _resource_version(value),
-                time.time(),
-            ),
-        )
+        """Store ``value`` under ``resource`` (insert or replace), as a new revision."""
+        text = json.dumps(value, separators=(",", ":"))
+        now = time.time()
+        self._revision += 1
+        name = resource.name or ""
+        row = (resource.type, resource.namespace, name, text, _resource_version(value), now)
+        cursor = self.db.execute_sql(_UPDATE_OBJECT, (*row, self._revision, resource.key))
+        event = MODIFIED
+        if cursor.rowcount == 0:
+            self.db.execute_sql(_INSERT_OBJECT, (*row, self._revision, resource.key))
+            event = ADDED
+        change = (resource.key, resource.type, resource.namespace, name, text, now)
+        self.db.execute_sql(_ADD_CHANGE, (self._revision, event, *change))
 
     def value_text(self, key: str) -> str | None:
         """One object's value as the JSON text it is stored as, or None."""
@@ -240,7 +300,15 @@ class Store:
         return [str(row[0]) for row in self.db.execute_sql(_LIST_VALUES, (type_, namespace))]
 
     def delete(self, key: str) -> bool:
-        return bool(self.m.Meta.delete().where(self.m.Meta.key == key).execute())
+        """Remove one object; a new revision if it was there."""
+        row = self.db.execute_sql(_DELETE_OBJECT, (key,)).fetchone()
+        if row is None:
+            return False
+        type_, namespace, name, value = row
+        self._revision += 1
+        change = (key, type_, namespace, name, value, time.time())
+        self.db.execute_sql(_ADD_CHANGE, (self._revision, DELETED, *change))
+        return True
 
     def objects(self, namespace: str | None = None, type_: str | None = None) -> list[StoredObject]:
         q = self.m.Meta.select().order_by(self.m.Meta.key)
@@ -256,6 +324,21 @@ class Store:
 
     def count(self) -> int:
         return int(self.m.Meta.select().count())
+
+    def prune_changes(self, keep: int, max_age: float | None = None) -> int:
+        """Forget changes beyond the ``keep`` newest (and, with ``max_age``, older than that
+        many seconds), never the newest one; returns how many were dropped."""
+        newest = self._last_revision()
+        bound = newest - keep
+        if max_age is not None:
+            row = self.db.execute_sql(
+                "SELECT MAX(revision) FROM changes WHERE at < ?", (time.time() - max_age,)
+            ).fetchone()
+            bound = max(bound, min(int(row[0] or 0), newest - 1))
+        if bound <= 0:
+            return 0
+        cursor = self.db.execute_sql("DELETE FROM changes WHERE revision <= ?", (bound,))
+        return int(cursor.rowcount)
 
     def count_by_type(self) -> dict[str, int]:
         """How many objects of each type are stored."""

@@ -36,7 +36,18 @@ if [ ! -x .venv/bin/python ]; then
   echo "== creating .venv"
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import mqtt_metamanager, prometheus_client, pytest, hypothesis, testcontainers" 2>/dev/null \
+if ! command -v kubectl >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    # tests/integration/test_kube_clients.py: kubectl against the Kubernetes read API.
+    echo "== installing the Debian kubernetes-client package (kubectl)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null
+  else
+    echo "kubectl is missing: apt-get install kubernetes-client (as root)" >&2
+  fi
+fi
+
+if ! .venv/bin/python -c "import mqtt_metamanager, prometheus_client, pytest, hypothesis, testcontainers, kubernetes" 2>/dev/null \
    || [ pyproject.toml -nt .venv/.installed ]; then
   echo "== installing the package and its test dependencies"
   .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'

@@ -11,8 +11,10 @@ from pathlib import Path
 from prometheus_client.exposition import choose_encoder
 
 from ..config import ConfigError, HTTPConfig, listen_address
+from ..kube.api import KubeAPI
 from ..metrics import ServiceMetrics
 from .health import health, readiness
+from .kube import kube_fallback
 from .server import HttpEndpoint, Request, Response, Route, json_response
 
 __all__ = ["HttpEndpoint", "endpoint_for", "read_token"]
@@ -49,8 +51,11 @@ def routes(metrics: ServiceMetrics, outbox_lag: float) -> dict[str, Route]:
     return {HEALTHZ: healthz, READYZ: readyz, METRICS: metrics_text}
 
 
-def endpoint_for(config: HTTPConfig, metrics: ServiceMetrics) -> HttpEndpoint | None:
-    """The endpoint ``config`` asks for (not started), None when ``http.listen`` is empty."""
+def endpoint_for(
+    config: HTTPConfig, metrics: ServiceMetrics, kube: KubeAPI | None = None
+) -> HttpEndpoint | None:
+    """The endpoint ``config`` asks for (not started), None when ``http.listen`` is empty;
+    with ``kube``, the Kubernetes read API too."""
     if not config.listen:
         return None
     address = listen_address(config.listen)
@@ -61,4 +66,5 @@ def endpoint_for(config: HTTPConfig, metrics: ServiceMetrics) -> HttpEndpoint | 
         routes(metrics, config.ready_outbox_lag),
         token=read_token(config),
         public=PUBLIC,
+        fallback=None if kube is None else kube_fallback(kube),
     )

@@ -20,7 +20,7 @@ import socket
 import socketserver
 import sys
 import threading
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, cast
@@ -30,7 +30,9 @@ from ..config import ConfigError
 
 log = logging.getLogger(__name__)
 
-MAX_CONNECTIONS = 16
+# Each open connection is a thread: idle Kubernetes watches hold one each (SPEC §12's
+# target is 100 idle watchers and 10 busy ones beside the scrapes and probes).
+MAX_CONNECTIONS = 256
 CLIENT_TIMEOUT = 10.0  # seconds a client may take to send a request or read the answer
 ALLOWED = "GET, HEAD"
 
@@ -40,6 +42,7 @@ class Request:
     path: str
     query: str
     accept: str
+    method: str = "GET"
 
 
 @dataclass(frozen=True)
@@ -48,9 +51,13 @@ class Response:
     body: bytes
     content_type: str = "application/json"
     headers: tuple[tuple[str, str], ...] = ()
+    # A body of unknown length (a watch): sent chunk by chunk, as the iterator yields.
+    stream: Iterator[bytes] | None = None
 
 
 Route = Callable[[Request], Response]
+# Serves a whole part of the URL space (the Kubernetes API), any method; None: not its path.
+Fallback = Callable[[Request], Response | None]
 
 
 def json_response(status: int, data: Any, *headers: tuple[str, str]) -> Response:
@@ -114,6 +121,9 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body (and each watch event) are separate writes: with Nagle on, each
+    # second write waited for the client's delayed ACK, ~40 ms per answer.
+    disable_nagle_algorithm = True
     timeout = CLIENT_TIMEOUT
     server_version = "mqtt-metamanager"
     sys_version = ""
@@ -143,6 +153,11 @@ class _Handler(BaseHTTPRequestHandler):
         ):
             return json_response(401, {"error": "unauthorized"}, ("WWW-Authenticate", "Bearer"))
         route = endpoint.routes.get(url.path)
+        if route is None and endpoint.fallback is not None:
+            request = Request(url.path, url.query, self.headers.get("Accept", ""), self.command)
+            answer = endpoint.fallback(request)
+            if answer is not None:
+                return answer
         if route is None:
             return json_response(404, {"error": "not found"})
         if not allowed:
@@ -154,15 +169,40 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True  # a body we do not read must not become a request
         self.send_response(response.status)
         self.send_header("Content-Type", response.content_type)
-        self.send_header("Content-Length", str(len(response.body)))
+        if response.stream is None:
+            self.send_header("Content-Length", str(len(response.body)))
+        else:
+            self.send_header("Transfer-Encoding", "chunked")
         self.send_header("Cache-Control", "no-store")
         for name, value in response.headers:
             self.send_header(name, value)
+        if response.stream is not None:
+            self._stream(response, head=head)
+            return
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
         if not head:
             self.wfile.write(response.body)
+
+    def _stream(self, response: Response, *, head: bool) -> None:
+        """Chunked transfer, one chunk per item, each sent at once. A client that stops
+        reading makes a write time out (``CLIENT_TIMEOUT``): the stream ends there."""
+        assert response.stream is not None
+        self.close_connection = True
+        self.send_header("Connection", "close")
+        self.end_headers()
+        try:
+            if head:
+                return
+            for chunk in response.stream:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+        finally:
+            close = getattr(response.stream, "close", None)
+            if close is not None:
+                close()  # a generator's cleanup: its watcher leaves the feed
 
     def log_message(self, format: str, *args: Any) -> None:
         # One DEBUG line per request (and per malformed one): scrapes every few seconds
@@ -180,9 +220,11 @@ class HttpEndpoint:
         *,
         token: bytes | None = None,
         public: Collection[str] = (),
+        fallback: Fallback | None = None,
     ) -> None:
         self.requested = address
         self.routes = dict(routes)
+        self.fallback = fallback
         self.public = frozenset(public)
         self._token = None if token is None else _digest(token)
         self._server: _Server | None = None

@@ -1,0 +1,132 @@
+"""The change feed behind every watch.
+
+After each commit the message loop calls ``ChangeFeed.notify()``: it sets an event and
+returns, whatever the watchers do. The feed's own thread then reads the new changes once
+(from its own SQLite connection) and hands each to the watchers of its kind through
+bounded queues. A watcher whose queue is full is dropped (its stream ends; the client
+lists again), so a slow or stuck client can neither slow the loop nor make memory grow.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .reader import Change, StoreReader
+
+log = logging.getLogger(__name__)
+
+WATCHER_QUEUE = 256  # changes a watcher may be behind before it is dropped
+READ_CHUNK = 1000  # changes read per query
+
+
+class Delivery:
+    """One change as every watcher of its kind gets it: the same instance for all, so the
+    object is decoded and its event line encoded once, by the first watcher that needs it."""
+
+    __slots__ = ("_line", "_object", "change")
+
+    def __init__(self, change: Change) -> None:
+        self.change = change
+        self._object: dict[str, Any] | None = None
+        self._line: bytes | None = None
+
+    def object(self, dress: Callable[[Change], dict[str, Any]]) -> dict[str, Any]:
+        if self._object is None:
+            self._object = dress(self.change)
+        return self._object
+
+    def line(self, encode: Callable[[str, dict[str, Any]], bytes], obj: dict[str, Any]) -> bytes:
+        if self._line is None:
+            self._line = encode(self.change.event, obj)
+        return self._line
+
+
+@dataclass(eq=False)
+class Subscription:
+    """One watcher's place in the feed: every change of its type after ``start``."""
+
+    stored_type: str
+    start: int
+    changes: queue.Queue[Delivery] = field(default_factory=lambda: queue.Queue(WATCHER_QUEUE))
+    dropped: threading.Event = field(default_factory=threading.Event)
+
+
+class ChangeFeed:
+    """Fans committed changes out to watchers; started and stopped with the service."""
+
+    def __init__(self, reader: StoreReader, revision: int) -> None:
+        self.reader = reader
+        self.position = revision  # every change up to here has been handed out
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._subscriptions: set[Subscription] = set()
+        self._thread = threading.Thread(target=self._run, name="kube-feed", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=5)
+        with self._lock:
+            for sub in self._subscriptions:
+                sub.dropped.set()
+            self._subscriptions.clear()
+
+    def notify(self) -> None:
+        """Called by the message loop after a commit: never blocks."""
+        self._wake.set()
+
+    @property
+    def watchers(self) -> int:
+        return len(self._subscriptions)
+
+    def subscribe(self, stored_type: str) -> Subscription:
+        """A new watcher; it reads what came before ``start`` from the store itself."""
+        with self._lock:
+            sub = Subscription(stored_type, self.position)
+            self._subscriptions.add(sub)
+            return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        with self._lock:
+            self._subscriptions.discard(sub)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait()
+            self._wake.clear()
+            try:
+                self._hand_out()
+            except Exception:  # a read failure must not end the feed: try at the next commit
+                log.exception("kube: the change feed could not read the store")
+
+    def _hand_out(self) -> None:
+        while not self._stop.is_set():
+            with self.reader.snapshot() as snap:
+                changes = snap.all_changes(self.position, READ_CHUNK)
+            if not changes:
+                return
+            with self._lock:
+                for change in changes:
+                    delivery = Delivery(change)
+                    for sub in list(self._subscriptions):
+                        if sub.stored_type == change.type and change.revision > sub.start:
+                            self._give(sub, delivery)
+                self.position = changes[-1].revision
+
+    def _give(self, sub: Subscription, delivery: Delivery) -> None:
+        try:
+            sub.changes.put_nowait(delivery)
+        except queue.Full:
+            log.warning("kube: a watcher of %s fell %d changes behind: dropped",
+                        sub.stored_type, WATCHER_QUEUE)  # fmt: skip
+            sub.dropped.set()
+            self._subscriptions.discard(sub)
