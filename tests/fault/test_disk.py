@@ -20,7 +20,7 @@ from tests.fault.stream import Figures, read_db
 from tests.support import CLOUD, EDGED, Broker, Publisher, ServiceProcess, Watcher, envelope
 from tests.support import reply_to as reply_of
 
-TMPFS_SIZE = "2m"
+TMPFS_SIZE = "4m"  # the object and its change history (docs/kubernetes-api.md): twice BIG a write
 BIG = "x" * 300_000  # more than the WAL has ever held here: it must grow, and cannot
 
 
