@@ -169,7 +169,9 @@ def test_paging_with_limit_and_continue(store: Store, api: KubeAPI) -> None:
 
 
 def lines(watch: Watch, count: int) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in itertools.islice(watch.lines, count)]
+    """The first ``count`` events of a stream (a chunk may carry several lines)."""
+    events = (json.loads(line) for chunk in watch.lines for line in chunk.splitlines())
+    return list(itertools.islice(events, count))
 
 
 def test_a_watch_resumes_from_a_revision_in_commit_order(store: Store, api: KubeAPI) -> None:
