@@ -3,7 +3,7 @@ them go to ``KubeAPI``; its answers become responses, a watch a chunked stream."
 
 from __future__ import annotations
 
-import json
+import orjson
 
 from ..kube.api import Answer, KubeAPI, method_not_allowed
 from .server import Fallback, Request, Response
@@ -17,7 +17,8 @@ def _serves(path: str) -> bool:
 
 
 def _response(answer: Answer) -> Response:
-    return Response(answer.status, json.dumps(answer.body).encode() + b"\n")
+    # orjson: a list of a thousand objects is encoded in a fraction of json's time.
+    return Response(answer.status, orjson.dumps(answer.body) + b"\n")
 
 
 def kube_fallback(api: KubeAPI) -> Fallback:

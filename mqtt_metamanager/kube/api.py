@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
+import orjson
+
 from .feed import ChangeFeed
 from .reader import Change, Row, StoreReader
 from .resources import BY_PLURAL, KINDS, Kind
@@ -71,7 +73,7 @@ def method_not_allowed(method: str) -> Answer:
 def dress(row: Row | Change, kind: Kind, revision: int | None = None) -> dict[str, Any]:
     """The stored object as the API serves it: kind, apiVersion, and the store revision of
     its last change as ``metadata.resourceVersion``."""
-    value = json.loads(row.value)
+    value = orjson.loads(row.value)
     obj: dict[str, Any] = value if isinstance(value, dict) else {"value": value}
     meta = obj.get("metadata")
     if not isinstance(meta, dict):
@@ -271,7 +273,7 @@ class KubeAPI:
 
 
 def _line(event: str, obj: dict[str, Any]) -> bytes:
-    return json.dumps({"type": event, "object": obj}, separators=(",", ":")).encode() + b"\n"
+    return orjson.dumps({"type": event, "object": obj}) + b"\n"
 
 
 def _bookmark(kind: Kind, revision: int) -> bytes:
