@@ -56,6 +56,7 @@ _LIST_VALUES = "SELECT value FROM meta WHERE type = ? AND namespace = ? ORDER BY
 _GET_APPLIED = "SELECT replies FROM applied WHERE msg_id = ?"
 _PUT_APPLIED = "INSERT OR REPLACE INTO applied (msg_id, replies, applied_at) VALUES (?, ?, ?)"
 _ADD_OUTBOX = "INSERT INTO outbox (topic, payload, correlation, retain) VALUES (?, ?, ?, ?)"
+_REMOVE_OUTBOX = "DELETE FROM outbox WHERE id = ?"
 
 
 ADDED, MODIFIED, DELETED = "ADDED", "MODIFIED", "DELETED"
@@ -398,7 +399,7 @@ class Store:
         ]
 
     def outbox_remove(self, ids: Iterable[int]) -> None:
-        ids = list(ids)
-        # SQLite caps bound parameters per statement; stay well under it.
-        for i in range(0, len(ids), 500):
-            self.m.Outbox.delete().where(self.m.Outbox.id.in_(ids[i : i + 500])).execute()
+        # One statement run per id, not an ``IN (?, ?, ...)`` per count of ids: each count
+        # was a statement of its own in sqlite3's cache (128 of them, up to ~60 KB each for
+        # long lists), and the cache filled with every new count over hours (issue 13).
+        self.db.cursor().executemany(_REMOVE_OUTBOX, [(i,) for i in ids])
