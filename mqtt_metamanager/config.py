@@ -80,6 +80,8 @@ class SyncConfig:
 class RemoteQueryConfig:
     timeout: float = 5.0
     retries: int = 2
+    # Answered attempt ids kept to drop late cloud answers (in memory, in the metrics).
+    answered_memory: int = 10_000
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,7 @@ _RULES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("meta.sync.podstatus.interval", lambda v: v > 0, "a positive number of seconds"),
     ("meta.remote_query.timeout", lambda v: v > 0, "a positive number of seconds"),
     ("meta.remote_query.retries", lambda v: 0 <= v <= 20, "0 to 20"),
+    ("meta.remote_query.answered_memory", lambda v: 0 <= v <= 1_000_000, "0 to 1000000"),
     ("logging.level", lambda v: str(v).upper() in _LOG_LEVELS, f"one of {_LOG_LEVELS}"),
     ("logging.format", lambda v: v in ("text", "json"), "text or json"),
     ("metrics.interval", lambda v: v >= 0, "0 (off) or a positive number of seconds"),

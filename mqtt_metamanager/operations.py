@@ -104,7 +104,7 @@ class Operations:
         self.dedup_window = dedup_window
         self.clock = clock
         self.link = CloudLink(False, clock())
-        self._pending = PendingQueries()
+        self._pending = PendingQueries(self.remote.answered_memory)
         self._handlers: dict[str, Callable[[Inbound], Result]] = {
             "insert": self._insert,
             "update": self._update,
@@ -243,6 +243,11 @@ class Operations:
     @property
     def pending_queries(self) -> int:
         return len(self._pending)
+
+    @property
+    def answered_query_ids(self) -> int:
+        """Attempt ids of answered remote queries remembered to drop late cloud answers."""
+        return self._pending.answered_count
 
     # -- helpers --------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ import tenacity
 from . import intake
 from .config import Config
 from .envelope import now_ms
+from .heapwatch import HeapWatch
 from .http import endpoint_for
 from .identity import AccessPolicy, Refused
 from .kube.api import KubeAPI
@@ -93,7 +94,9 @@ class Service:
             self.store,
             self.topics,
             remote_query=RemoteQueryPolicy(
-                config.meta.remote_query.timeout, config.meta.remote_query.retries
+                config.meta.remote_query.timeout,
+                config.meta.remote_query.retries,
+                answered_memory=config.meta.remote_query.answered_memory,
             ),
             dedup_window=config.database.dedup_window,
         )
@@ -125,6 +128,7 @@ class Service:
         self._bridge_topic = config.cloud.bridge_state_topic
         self._stop = threading.Event()
         self._started_outbox = False
+        self._heap = HeapWatch()
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -487,6 +491,15 @@ class Service:
 
     def _publish_metrics(self) -> None:
         self.timers.call_later(self.config.metrics.interval, self._publish_metrics)
-        snapshot = {**self.metrics.snapshot(), "timestamp": now_ms()}
+        snapshot = {
+            **self.metrics.snapshot(),
+            # The in-memory collections the soak watches (issue 13), each bounded by config.
+            "outbox_inflight": self.ledger.unacked,
+            "answered_query_ids": self.ops.answered_query_ids,
+            "timers": len(self.timers),
+            "store_retries": len(self._failures),
+            "timestamp": now_ms(),
+            **self._heap.figures(),
+        }
         out = Outgoing(self.topics.metrics, json.dumps(snapshot).encode(), retain=True)
         self.transport.publish(out, 0)  # a snapshot: the next one replaces a lost one
