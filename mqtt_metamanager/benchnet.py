@@ -59,7 +59,7 @@ class Login:
         )
 
 
-def _client(client_id: str, login: Login, *, manual_ack: bool = False) -> mqtt.Client:
+def bench_client(client_id: str, login: Login, *, manual_ack: bool = False) -> mqtt.Client:
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
@@ -98,7 +98,7 @@ class LoadClient:
         self._correlation = b""
         self._answered_at = 0.0
         self._answered = threading.Event()
-        self.client = _client(f"{topics.prefix}-load", login)
+        self.client = bench_client(f"{topics.prefix}-load", login)
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *_a: self._subscribed.set()
         self.client.on_message = self._on_message
@@ -183,7 +183,7 @@ def echo(host: str, port: int, prefix: str, qos: int, login: Login) -> None:
     sender's inbox and answers on the sender's reply topic, and forwards to edged."""
     topics = Topics(prefix)
     stop = threading.Event()
-    client = _client(f"{prefix}-echo", login, manual_ack=True)
+    client = bench_client(f"{prefix}-echo", login, manual_ack=True)
     inbox_level = f"{topics.metamanager_in}/"
 
     def on_connect(c: mqtt.Client, *_a: Any) -> None:

@@ -246,6 +246,10 @@ def cmd_bench(cfg: Config, args: argparse.Namespace) -> int:
         broker = _login(cfg, args)
         login = {"username": broker.username, "password_file": broker.password_file}
         login["tls"] = asdict(broker.tls)
+    if args.soak is not None:
+        from .soakcli import run
+
+        return run(args, login)
     try:
         fields = set(BenchOptions.__dataclass_fields__) - {"login"}
         options = BenchOptions(**{k: getattr(args, k) for k in fields}, login=login)
@@ -352,6 +356,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", dest="sub_config", help="config file (login, with --host)")
     p.add_argument("--kube", action="store_true", help="the Kubernetes read API's figures instead")
     _add_login_args(p)
+    soak = p.add_argument_group("soak: hours of mixed traffic (docs/performance.md)")
+    soak.add_argument("--soak", type=float, metavar="SECONDS", help="run a soak this long")
+    soak.add_argument("--rate", type=int, default=200, help="inputs per second (soak)")
+    soak.add_argument("--pods", type=int, default=2000, help="pods in the soak's namespace")
+    soak.add_argument("--interval", type=float, default=60.0, help="seconds per report row")
+    soak.add_argument("--tracemalloc", action="store_true", help="trace the service's heap")
+    soak.add_argument("--plot", metavar="FILE", help="write an SVG of RSS and backlog")
     p.set_defaults(func=cmd_bench)
 
     cli_auth.add_parser(sub)

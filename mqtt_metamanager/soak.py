@@ -1,0 +1,338 @@
+"""``mqtt-metamanager bench --soak SECONDS``: hours of an edge box's mixed traffic, measured.
+
+The service runs on its own broker (or a given one) with a store of ``--pods`` pods and is
+sent ``--rate`` inputs a second of the mix in ``soakload.MIX``, while the cloud link flaps
+every 30 s. Every ``--interval`` seconds a row: inputs/s, reply latency, backlog, the
+service's RSS, its Python heap (``--tracemalloc``), the SQLite file and WAL. At the end: the
+inputs never answered, those answered twice, and SQLite's integrity check of the store.
+
+Bounded: the count is rate x seconds (capped), sending stops if the backlog passes
+``MAX_BACKLOG``, and the drain after the last input has a deadline.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import config as config_mod
+from .bench import own_broker, peak_rss_mb, percentile, stop_process
+from .benchnet import BenchError, Login
+from .envelope import Resource
+from .routing import Topics
+from .soakload import NAMESPACE, SoakClient, Window, pod_value, schedule
+from .store import Store
+
+MAX_SECONDS = 24 * 3600
+MAX_RATE = 5000
+MAX_BACKLOG = 50_000
+SAMPLE_EVERY = 5.0
+FLAP_EVERY = 30.0
+METRICS_EVERY = 15.0
+START_TIMEOUT = 30.0
+TICK = 0.005
+REMOTE_TIMEOUT, REMOTE_RETRIES = 5.0, 2
+# After the last input: the slowest reply is a remote query's last attempt timing out.
+DRAIN_SECONDS = REMOTE_TIMEOUT * (REMOTE_RETRIES + 1) + 30
+
+
+@dataclass(frozen=True)
+class SoakOptions:
+    seconds: float
+    rate: int = 200
+    pods: int = 2000
+    payload_size: int = 1024
+    interval: float = 60.0
+    tracemalloc: bool = False
+    host: str | None = None
+    port: int | None = None
+    login: dict[str, Any] = field(default_factory=dict)
+
+    def check(self) -> None:
+        if not 1 <= self.seconds <= MAX_SECONDS:
+            raise ValueError(f"--soak must be 1 to {MAX_SECONDS} seconds, got {self.seconds}")
+        if not 1 <= self.rate <= MAX_RATE:
+            raise ValueError(f"--rate must be 1 to {MAX_RATE} inputs/s, got {self.rate}")
+        if not 1 <= self.pods <= 100_000:
+            raise ValueError(f"--pods must be 1 to 100000, got {self.pods}")
+        if not 64 <= self.payload_size <= 256 * 1024:
+            raise ValueError(f"--payload-size must be 64 to 262144, got {self.payload_size}")
+        if not 1 <= self.interval <= 3600:
+            raise ValueError(f"--interval must be 1 to 3600 seconds, got {self.interval}")
+        if (self.host is None) != (self.port is None):
+            raise ValueError("--host and --port go together")
+
+
+def rss_mb(pid: int) -> float:
+    """The process's resident set (VmRSS) in MiB, 0.0 when unreadable."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def file_mb(path: Path) -> float:
+    try:
+        return path.stat().st_size / 1024 / 1024
+    except OSError:
+        return 0.0
+
+
+def integrity(db: Path) -> str:
+    """SQLite's ``PRAGMA integrity_check`` of the store: ``ok`` or what is wrong."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        rows = con.execute("PRAGMA integrity_check").fetchall()
+        outbox = con.execute("SELECT count(*) FROM outbox").fetchone()[0]
+    finally:
+        con.close()
+    text = "; ".join(str(r[0]) for r in rows)
+    return text if outbox == 0 else f"{text}; {outbox} outbox rows left"
+
+
+class Soak:
+    def __init__(
+        self,
+        options: SoakOptions,
+        host: str,
+        port: int,
+        workdir: Path,
+        on_row: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.options = options
+        self.on_row = on_row
+        self.host, self.port, self.workdir = host, port, workdir
+        self.topics = Topics(f"soak-{os.urandom(4).hex()}")
+        self.login = Login.of(config_mod.from_mapping({"mqtt": options.login}, environ={}).mqtt)
+        self.db = workdir / "meta.db"
+        self.rows: list[dict[str, Any]] = []
+        self.samples: list[dict[str, float]] = []
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._hwm = 0.0
+        self._row_start = 0.0
+
+    def run(self) -> dict[str, Any]:
+        self._preload()
+        load = SoakClient(
+            self.host,
+            self.port,
+            self.topics,
+            self.login,
+            pods=self.options.pods,
+            size=self.options.payload_size,
+        )
+        try:
+            load.set_cloud_link(True)
+            self.proc = self._spawn()
+            self._wait_online(load)
+            sent, flaps, stopped_early = self._drive(load)
+            drained = self._drain(load)
+            load.clear_retained()
+        finally:
+            load.close()
+            if self.proc is not None:
+                stop_process(self.proc)
+        exit_code = self.proc.returncode if self.proc is not None else None
+        first = self.rows[0]["rss_mb"] if self.rows else 0.0
+        last = self.rows[-1]["rss_mb"] if self.rows else 0.0
+        return {
+            "rows": self.rows,
+            "samples": self.samples,
+            "totals": {
+                "sent": sent,
+                "answered": sent - load.backlog,
+                "missing": load.backlog,
+                "missing_by_kind": load.missing(),
+                "duplicates": load.duplicates,
+                "unexpected_replies": load.unexpected,
+                "link_flaps": flaps,
+                "stopped_early": stopped_early,
+                "drain_s": drained,
+            },
+            "service": {
+                "exit_code": exit_code,
+                "peak_rss_mb": max([r["rss_mb"] for r in self.rows] + [self._hwm]),
+                "rss_first_row_mb": first,
+                "rss_last_row_mb": last,
+                "rss_growth_mb": last - first,
+                "metrics": load.metrics,
+            },
+            "integrity": integrity(self.db),
+        }
+
+    def _preload(self) -> None:
+        store = Store(str(self.db))
+        try:
+            with store.atomic():
+                for i in range(self.options.pods):
+                    name = f"pod-{i}"
+                    store.put(
+                        Resource(NAMESPACE, "pod", name),
+                        pod_value(name, self.options.payload_size, 1),
+                    )
+        finally:
+            store.close()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("METAMANAGER_")}
+        if self.options.tracemalloc:
+            # The service then adds its traced heap and what grew most to its metrics.
+            env["PYTHONTRACEMALLOC"] = "1"
+        conf = self.workdir / "edge.yaml"
+        conf.write_text(yaml.safe_dump(self._service_config()))
+        with open(self.workdir / "service.log", "ab") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "mqtt_metamanager", "run", "-c", str(conf)],
+                stdout=log,
+                stderr=log,
+                env=env,
+                cwd=self.workdir,
+            )
+
+    def _service_config(self) -> dict[str, Any]:
+        return {
+            "mqtt": {
+                "host": self.host,
+                "port": self.port,
+                "client_id": f"{self.topics.prefix}-service",
+                "topic_prefix": self.topics.prefix,
+                "session_expiry": 0,
+                **self.options.login,
+            },
+            "database": {"path": str(self.db)},
+            "meta": {"remote_query": {"timeout": REMOTE_TIMEOUT, "retries": REMOTE_RETRIES}},
+            "security": {"operators": [self.login.identity]},
+            "metrics": {"interval": METRICS_EVERY},
+        }
+
+    def _wait_online(self, load: SoakClient) -> None:
+        # Its retained connection state says the loop runs and has taken edgehub's connect.
+        deadline = time.monotonic() + START_TIMEOUT
+        while not load.link_up.is_set():
+            self._alive()
+            if time.monotonic() > deadline:
+                raise BenchError(f"service not serving within {START_TIMEOUT}s")
+            load.link_up.wait(0.05)
+
+    def _alive(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            log = self.workdir / "service.log"
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise BenchError(f"the service exited with {self.proc.returncode}:\n{tail}")
+
+    def _drive(self, load: SoakClient) -> tuple[int, int, bool]:
+        """Send the mix at the rate for the time; sample and report on the way."""
+        opts = self.options
+        total = int(opts.rate * opts.seconds)
+        kinds = schedule(seed=opts.rate)
+        start = time.monotonic()
+        next_sample, next_row, next_flap = start, start + opts.interval, start + FLAP_EVERY
+        self._row_start = start
+        sent = flaps = 0
+        connected = True
+        while sent < total:
+            now = time.monotonic()
+            if now - start > opts.seconds + 60:
+                break  # the sender itself cannot keep up: stop, and say so in the totals
+            due = min(total, int((now - start) * opts.rate) + 1)
+            while sent < due:
+                load.send(sent, kinds[sent % len(kinds)])
+                sent += 1
+            if now >= next_flap:
+                connected = not connected
+                load.set_cloud_link(connected)
+                flaps, next_flap = flaps + 1, next_flap + FLAP_EVERY
+            if now >= next_sample:
+                self._sample(load, now - start)
+                next_sample += SAMPLE_EVERY
+            if now >= next_row:
+                self._row(load, now)
+                next_row += opts.interval
+            if load.backlog > MAX_BACKLOG:
+                return sent, flaps, True
+            time.sleep(TICK)
+        if not connected:
+            load.set_cloud_link(True)
+        return sent, flaps, False
+
+    def _drain(self, load: SoakClient) -> float:
+        start = time.monotonic()
+        deadline = start + DRAIN_SECONDS
+        while load.backlog and time.monotonic() < deadline:
+            self._alive()
+            time.sleep(0.1)
+        self._sample(load, self.samples[-1]["t"] + time.monotonic() - start if self.samples else 0)
+        self._row(load, time.monotonic())
+        return time.monotonic() - start
+
+    def _sample(self, load: SoakClient, t: float) -> None:
+        self._alive()
+        assert self.proc is not None
+        self._hwm = max(self._hwm, peak_rss_mb(self.proc.pid))
+        self.samples.append(
+            {"t": round(t, 1), "rss_mb": rss_mb(self.proc.pid), "backlog": load.backlog}
+        )
+
+    def _row(self, load: SoakClient, now: float) -> None:
+        assert self.proc is not None
+        window: Window = load.take_window()
+        took = max(1e-9, now - self._row_start)
+        self._row_start = now
+        metrics = dict(load.metrics)
+        heap = metrics.get("heap_bytes")
+        self.rows.append(
+            {
+                "row": len(self.rows) + 1,
+                "seconds": round(took, 1),
+                "inputs_per_s": window.sent / took,
+                "answered_per_s": window.answered / took,
+                "p50_ms": _ms(window.latencies, 50),
+                "p99_ms": _ms(window.latencies, 99),
+                "list_p50_ms": _ms(window.list_latencies, 50),
+                "list_kb": window.list_bytes / 1024 / max(1, len(window.list_latencies)),
+                "backlog": load.backlog,
+                "rss_mb": rss_mb(self.proc.pid),
+                "heap_mb": None if heap is None else heap / 1024 / 1024,
+                "db_mb": file_mb(self.db),
+                "wal_mb": file_mb(self.db.with_name(self.db.name + "-wal")),
+                "metrics": metrics,
+            }
+        )
+        if self.on_row is not None:
+            self.on_row(self.rows[-1])
+
+
+def _ms(samples: list[float], pct: float) -> float | None:
+    return percentile(samples, pct) * 1000 if samples else None
+
+
+def run_soak(
+    options: SoakOptions, on_row: Callable[[dict[str, Any]], None] | None = None
+) -> dict[str, Any]:
+    """Run one soak and return the report (what ``--json`` prints); ``on_row`` sees each
+    interval's row as it is made."""
+    options.check()
+    with tempfile.TemporaryDirectory(prefix="mm-soak-") as tmp:
+        workdir = Path(tmp)
+        if options.host is not None and options.port is not None:
+            soak = Soak(options, options.host, options.port, workdir, on_row)
+            report = soak.run()
+        else:
+            with own_broker(workdir) as (host, port):
+                soak = Soak(options, host, port, workdir, on_row)
+                report = soak.run()
+    own = "own mosquitto" if options.host is None else "given"
+    return {"broker": f"{soak.host}:{soak.port} ({own})", "options": asdict(options), **report}

@@ -1,0 +1,69 @@
+"""Keeps ``mqtt-metamanager bench --soak`` working: a short soak at a low rate, every input
+answered exactly once, the store intact, every figure and the chart present."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support import mosquitto_binary
+
+pytestmark = pytest.mark.bench
+
+ROW = {
+    "inputs_per_s",
+    "answered_per_s",
+    "p50_ms",
+    "p99_ms",
+    "list_p50_ms",
+    "backlog",
+    "rss_mb",
+    "heap_mb",
+    "db_mb",
+    "wal_mb",
+}
+
+
+def test_short_soak_answers_every_input_once(tmp_path: Path) -> None:
+    if mosquitto_binary() is None:
+        pytest.fail("mosquitto is not installed: run scripts/test.sh as root")
+    plot = tmp_path / "soak.svg"
+    argv = ["--soak", "20", "--rate", "40", "--pods", "200", "--interval", "5"]
+    done = subprocess.run(
+        [sys.executable, "-m", "mqtt_metamanager", "bench", *argv, "--plot", str(plot), "--json"],
+        capture_output=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-3000:]
+    report = json.loads(done.stdout)
+    totals = report["totals"]
+    assert totals["sent"] == 800
+    assert totals["missing"] == 0, totals["missing_by_kind"]
+    assert totals["duplicates"] == 0
+    assert totals["unexpected_replies"] == 0
+    assert not totals["stopped_early"]
+    assert report["integrity"] == "ok"
+    assert report["service"]["exit_code"] == 0
+    assert len(report["rows"]) >= 4
+    assert all(set(row) >= ROW for row in report["rows"])
+    assert all(row["rss_mb"] > 0 and row["db_mb"] > 0 for row in report["rows"])
+    # The service's in-memory collections are in its metrics, with their sizes.
+    metrics = report["service"]["metrics"]
+    assert {"held_inputs", "outbox_inflight", "remote_queries", "timers"} <= set(metrics)
+    assert plot.read_text().startswith("<svg") and "<polyline" in plot.read_text()
+
+
+def test_soak_refuses_bad_rate() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "mqtt_metamanager", "bench", "--soak", "10", "--rate", "0"],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert b"--rate" in done.stderr
