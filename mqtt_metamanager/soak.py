@@ -123,6 +123,7 @@ class Soak:
         self.proc: subprocess.Popen[bytes] | None = None
         self._hwm = 0.0
         self._row_start = 0.0
+        self._row_samples = 0  # index of the first sample of the current row
 
     def run(self) -> dict[str, Any]:
         self._preload()
@@ -146,8 +147,10 @@ class Soak:
             if self.proc is not None:
                 stop_process(self.proc)
         exit_code = self.proc.returncode if self.proc is not None else None
-        first = self.rows[0]["rss_mb"] if self.rows else 0.0
-        last = self.rows[-1]["rss_mb"] if self.rows else 0.0
+        # The low of each row, not one reading: a list reply in flight adds megabytes for
+        # a moment, and what is kept is what the service comes back down to.
+        first = self.rows[0]["rss_low_mb"] if self.rows else 0.0
+        last = self.rows[-1]["rss_low_mb"] if self.rows else 0.0
         return {
             "rows": self.rows,
             "samples": self.samples,
@@ -292,6 +295,9 @@ class Soak:
         took = max(1e-9, now - self._row_start)
         self._row_start = now
         metrics = dict(load.metrics)
+        rss_now = rss_mb(self.proc.pid)
+        rss_low = min([s["rss_mb"] for s in self.samples[self._row_samples :]] + [rss_now])
+        self._row_samples = len(self.samples)
         heap = metrics.get("heap_bytes")
         self.rows.append(
             {
@@ -304,7 +310,8 @@ class Soak:
                 "list_p50_ms": _ms(window.list_latencies, 50),
                 "list_kb": window.list_bytes / 1024 / max(1, len(window.list_latencies)),
                 "backlog": load.backlog,
-                "rss_mb": rss_mb(self.proc.pid),
+                "rss_mb": rss_now,
+                "rss_low_mb": rss_low,
                 "heap_mb": None if heap is None else heap / 1024 / 1024,
                 "db_mb": file_mb(self.db),
                 "wal_mb": file_mb(self.db.with_name(self.db.name + "-wal")),

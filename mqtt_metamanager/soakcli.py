@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,9 @@ def run(args: argparse.Namespace, login: dict[str, Any]) -> int:
     except ValueError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    # SIGTERM unwinds like Ctrl-C, so the service and the broker the soak started are
+    # stopped, not left behind.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     # Rows go to stderr as they are made: a long soak can be watched (and its log polled).
     print(header_line(), file=sys.stderr, flush=True)
     try:

@@ -15,6 +15,7 @@ COLUMNS = (
     ("list_p50_ms", "list p50", "{:.0f}"),
     ("backlog", "backlog", "{:.0f}"),
     ("rss_mb", "RSS MB", "{:.1f}"),
+    ("rss_low_mb", "RSS low", "{:.1f}"),
     ("heap_mb", "heap MB", "{:.1f}"),
     ("db_mb", "db MB", "{:.1f}"),
     ("wal_mb", "WAL MB", "{:.1f}"),
@@ -57,7 +58,7 @@ def render(report: dict[str, Any]) -> str:
         f"{t['missing_by_kind'] or ''}, duplicates {t['duplicates']}, "
         f"unexpected replies {t['unexpected_replies']}, link flaps {t['link_flaps']}"
         + (", STOPPED EARLY (backlog)" if t["stopped_early"] else ""),
-        f"service: peak RSS {s['peak_rss_mb']:.1f} MB, RSS first row -> last row "
+        f"service: peak RSS {s['peak_rss_mb']:.1f} MB, RSS low first row -> last row "
         f"{s['rss_first_row_mb']:.1f} -> {s['rss_last_row_mb']:.1f} MB "
         f"({s['rss_growth_mb']:+.1f}), exit code {s['exit_code']}",
         f"store integrity: {report['integrity']}",

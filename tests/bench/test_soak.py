@@ -22,6 +22,7 @@ ROW = {
     "list_p50_ms",
     "backlog",
     "rss_mb",
+    "rss_low_mb",
     "heap_mb",
     "db_mb",
     "wal_mb",
