@@ -76,6 +76,21 @@ def bench_client(client_id: str, login: Login, *, manual_ack: bool = False) -> m
     return client
 
 
+def start_client(
+    client: mqtt.Client, subscribed: threading.Event, host: str, port: int, what: str
+) -> None:
+    """Connect, start the network thread, wait for the first SUBACK; stop it on failure."""
+    try:
+        client.connect(host, port, keepalive=30)
+    except OSError as exc:
+        raise BenchError(f"cannot reach broker {host}:{port}: {exc}") from exc
+    client.loop_start()
+    if not subscribed.wait(10):
+        client.disconnect()
+        client.loop_stop()
+        raise BenchError(f"broker {host}:{port} did not accept the {what}")
+
+
 class LoadClient:
     """Sends bursts of inserts and timed queries, and sees the status topic."""
 
@@ -102,14 +117,7 @@ class LoadClient:
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *_a: self._subscribed.set()
         self.client.on_message = self._on_message
-        try:
-            self.client.connect(host, port, keepalive=30)
-        except OSError as exc:
-            raise BenchError(f"cannot reach broker {host}:{port}: {exc}") from exc
-        self.client.loop_start()
-        if not self._subscribed.wait(10):
-            self.close()
-            raise BenchError(f"broker {host}:{port} did not accept the load client")
+        start_client(self.client, self._subscribed, host, port, "load client")
 
     def close(self) -> None:
         self.client.disconnect()

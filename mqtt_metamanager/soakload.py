@@ -21,7 +21,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from .benchnet import BenchError, Login, bench_client
+from .benchnet import Login, bench_client, start_client
 from .routing import EDGED, EDGEHUB, Topics
 
 NAMESPACE = "soak"
@@ -96,14 +96,7 @@ class SoakClient:
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *_a: self._subscribed.set()
         self.client.on_message = self._on_message
-        try:
-            self.client.connect(host, port, keepalive=30)
-        except OSError as exc:
-            raise BenchError(f"cannot reach broker {host}:{port}: {exc}") from exc
-        self.client.loop_start()
-        if not self._subscribed.wait(10):
-            self.close()
-            raise BenchError(f"broker {host}:{port} did not accept the soak client")
+        start_client(self.client, self._subscribed, host, port, "soak client")
 
     def close(self) -> None:
         self.client.disconnect()
