@@ -23,7 +23,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from .config import MQTTConfig, read_password
-from .sockets import drain_until_closed, set_nodelay
+from .sockets import drain_until_closed, read_ahead, set_nodelay
 from .window import Window
 
 log = logging.getLogger(__name__)
@@ -231,6 +231,7 @@ class Link:
 
     def _socket_opened(self, _c: mqtt.Client, _u: Any, sock: Any) -> None:
         set_nodelay(sock)
+        read_ahead(sock)
 
     def _socket_closing(self, _c: mqtt.Client, _u: Any, sock: Any) -> None:
         # paho closes the socket right after writing our DISCONNECT. If unread bytes sit in

@@ -28,9 +28,8 @@ class NetworkLoop:
 
     def __init__(self) -> None:
         self.links: list[Link] = []
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -39,11 +38,18 @@ class NetworkLoop:
 
     def wake(self) -> None:
         """Make the loop look around now (any thread). Wake-ups not yet seen coalesce."""
-        with contextlib.suppress(OSError):  # full: one is pending anyway; closed: stopped
-            self._wake_w.send(b"\0")
+        wake_w = self._wake_w
+        if wake_w is not None:
+            with contextlib.suppress(OSError):  # full: one is pending anyway; closed: stopped
+                wake_w.send(b"\0")
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="mqtt-network", daemon=True)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._thread = threading.Thread(
+            target=self._run, args=(self._wake_r,), name="mqtt-network", daemon=True
+        )
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -51,25 +57,27 @@ class NetworkLoop:
         self.wake()
         if self._thread is not None:
             self._thread.join(timeout)
-        self._wake_r.close()
-        self._wake_w.close()
+        for sock in (self._wake_r, self._wake_w):
+            if sock is not None:
+                sock.close()
 
-    def _run(self) -> None:
+    def _run(self, wake_r: socket.socket) -> None:
         while not self._stopping.is_set():
             try:
-                self.turn(MISC_INTERVAL)
+                self.turn(wake_r, MISC_INTERVAL)
             except Exception:  # a bug must not silently stop all traffic
                 log.exception("network loop: unexpected error, going on")
                 self._stopping.wait(0.1)
 
-    def turn(self, max_wait: float) -> None:
-        """Tend, wait up to ``max_wait`` for something to do, write, read."""
+    def turn(self, wake_r: socket.socket, max_wait: float) -> None:
+        """Tend, wait up to ``max_wait`` for something to do (or a wake-up on ``wake_r``),
+        write, read."""
         now = time.monotonic()
         deadline = now + max_wait
-        rlist: list[Any] = [self._wake_r]
+        rlist: list[Any] = [wake_r]
         wlist: list[Any] = []
         owner: dict[Any, Link] = {}
-        to_read: list[Link] = []  # with decrypted TLS bytes (select cannot see them) or readable
+        to_read: list[Link] = []  # readable, or holding bytes select cannot see (SSL, read-ahead)
         for link in self.links:
             come_back = link.tend(now)
             if come_back is not None:
@@ -80,7 +88,7 @@ class NetworkLoop:
             owner[sock] = link
             if link.wants_read():
                 rlist.append(sock)
-                if _decrypted_bytes(sock):
+                if _buffered_bytes(sock):
                     to_read.append(link)
             if link.client.want_write():
                 wlist.append(sock)
@@ -90,7 +98,7 @@ class NetworkLoop:
         for sock in writable:
             owner[sock].write()
         for sock in readable:
-            if sock is self._wake_r:
+            if sock is wake_r:
                 with contextlib.suppress(BlockingIOError):
                     sock.recv(4096)
             elif owner[sock] not in to_read:
@@ -100,6 +108,6 @@ class NetworkLoop:
                 link.read()
 
 
-def _decrypted_bytes(sock: Any) -> bool:
+def _buffered_bytes(sock: Any) -> bool:
     pending = getattr(sock, "pending", None)
     return pending is not None and pending() > 0

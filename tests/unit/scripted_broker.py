@@ -8,6 +8,7 @@ SUBSCRIBE, PUBACK to a QoS 1 PUBLISH; the test pushes PUBLISHes with ``Connectio
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import threading
@@ -44,6 +45,17 @@ class Connection:
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
+
+    def push(self, data: bytes) -> threading.Thread:
+        """Send ``data`` from a thread of its own: more than the client reads blocks."""
+
+        def send() -> None:
+            with contextlib.suppress(OSError):
+                self.sock.sendall(data)
+
+        thread = threading.Thread(target=send, daemon=True)
+        thread.start()
+        return thread
 
     def acked(self) -> list[int]:
         """Packet ids of the PUBACKs the client sent, in order."""

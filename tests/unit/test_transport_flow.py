@@ -96,7 +96,8 @@ def test_stop_with_unread_inputs_delivers_the_last_acks_and_ends_without_a_reset
     # kernel drops what it had not read: the last acks and the DISCONNECT, so inputs
     # already applied would come again (docs/reliability.md).
     conn = broker.connection("mm")
-    conn.send(b"".join(publish("in/x", mid, b"x" * 1024) for mid in range(1, 41)))
+    # More than the client reads ahead (64 KiB): some stays unread in its socket.
+    conn.push(b"".join(publish("in/x", mid, b"x" * 1024) for mid in range(1, 301)))
     held = inputs(transport, WINDOW)
     for r in held[:2]:
         transport.ack(r)
