@@ -27,8 +27,8 @@ from paho.mqtt.properties import Properties
 
 from . import config as config_mod
 from .config import MQTTConfig
-from .pahoclient import set_nodelay
 from .routing import Topics
+from .sockets import set_nodelay
 from .transport import ONLINE, tls_context
 
 MAX_INFLIGHT = 1000

@@ -22,8 +22,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from .envelope import BadMessage, Message, decode
-from .pahoclient import set_nodelay
 from .routing import Topics
+from .sockets import set_nodelay
 
 ANONYMOUS_IDENTITY = "metactl"
 

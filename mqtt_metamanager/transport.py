@@ -2,7 +2,7 @@
 
 - The input link (``mqtt.client_id``, persistent session, manual acks) subscribes and
   receives; the service acks each input on it after the input's commit. It is flow
-  controlled: paho's thread reads no further packet while ``window`` inputs are held
+  controlled: the network loop does not read its socket while ``window`` inputs are held
   (received and not yet released by ``ack``), so TCP pushes back on the broker and a burst
   costs this process at most ``window`` inputs of memory, whatever the broker's view of
   Receive Maximum.
@@ -12,10 +12,11 @@
 
 Both carry the last will (retained ``offline``): metamanager serves only with both, so
 losing either means not online. ``online`` is published once both are up and the input
-link's subscriptions are acknowledged. Each link runs paho's network loop in its own
-thread; what they report (connected, a message, a publish acknowledged) goes on one queue
-as an event, and the service loop is its only consumer. Publishing and acking from the
-service thread are thread-safe in paho.
+link's subscriptions are acknowledged. One network thread (``netloop.py``) drives both
+links through paho's public external-loop API; what they report (connected, a message, a
+publish acknowledged) goes on one queue as an event, and the service loop is its only
+consumer. Publishing and acking from the service thread only queue the packet in paho and
+wake the network thread.
 """
 
 from __future__ import annotations
@@ -30,20 +31,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
-import tenacity
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from .config import MQTTConfig, read_password
-from .pahoclient import FlowControlledClient, Window, set_nodelay
+from .config import MQTTConfig
+from .link import OFFLINE, Link
+from .netloop import NetworkLoop
 from .routing import Outgoing
+from .window import Window
 
 log = logging.getLogger(__name__)
 
 ONLINE = b"online"
-OFFLINE = b"offline"
 OUTPUT_SUFFIX = "-out"
+# How long a link's clean close may take (its DISCONNECT written, the broker's side closed).
+CLOSE_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
@@ -96,107 +98,6 @@ def tls_context(config: MQTTConfig) -> ssl.SSLContext | None:
     return context
 
 
-class Link:
-    """One MQTT connection: a paho client with its own network thread.
-
-    The transport uses two (see ``Transport``). A link knows its broker, its session and its
-    last will; what its callbacks mean is the transport's business.
-    """
-
-    def __init__(
-        self,
-        config: MQTTConfig,
-        name: str,
-        *,
-        client_id: str,
-        clean_start: bool,
-        session_expiry: int,
-        will_topic: str,
-        manual_ack: bool = False,
-        receive_maximum: int = 0,
-    ) -> None:
-        self.config = config
-        self.name = name
-        self.clean_start = clean_start
-        self.session_expiry = session_expiry
-        self.receive_maximum = receive_maximum
-        client = FlowControlledClient(
-            CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            protocol=mqtt.MQTTv5,
-            manual_ack=manual_ack,
-        )
-        # No limit in paho: the service's backpressure (MAX_UNACKED_PUBLISHES) bounds what
-        # awaits a PUBACK, and with a limit paho scans every unacked publish on each PUBACK
-        # (``_update_inflight``), a cost quadratic in the window under a burst.
-        client.max_inflight_messages_set(0)
-        client.max_queued_messages_set(0)
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
-        # Both links carry the will: the process dying, or either link dropping, means
-        # metamanager cannot serve, and the status says so.
-        client.will_set(will_topic, OFFLINE, qos=1, retain=True)
-        if config.username:
-            client.username_pw_set(config.username, read_password(config))
-        context = tls_context(config)
-        if context is not None:
-            client.tls_set_context(context)
-        client.on_socket_open = lambda _c, _u, sock: set_nodelay(sock)
-        self.client = client
-
-    def start(self, attempts: int = 0, cancel: threading.Event | None = None) -> bool:
-        """Connect (retrying with backoff; ``attempts`` 0 = forever), then run paho's thread.
-
-        Returns False, without connecting, when ``cancel`` is set while the broker is away
-        (a SIGTERM must not wait for a broker that never comes).
-        """
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = self.session_expiry
-        if self.receive_maximum:
-            props.ReceiveMaximum = self.receive_maximum
-        cancel = cancel or threading.Event()
-        stop: tenacity.stop.stop_base = tenacity.stop_when_event_set(cancel)
-        if attempts:
-            stop = stop | tenacity.stop_after_attempt(attempts)
-
-        def interruptible_sleep(seconds: float) -> None:
-            cancel.wait(seconds)
-
-        @tenacity.retry(
-            wait=tenacity.wait_exponential(multiplier=0.2, max=10),
-            stop=stop,
-            sleep=interruptible_sleep,
-            retry=tenacity.retry_if_exception_type(OSError),
-            before_sleep=lambda state: log.warning(
-                "broker %s:%d unreachable (%s), retrying",
-                self.config.host,
-                self.config.port,
-                state.outcome.exception() if state.outcome else "",
-            ),
-            reraise=True,
-        )
-        def connect() -> None:
-            self.client.connect(
-                self.config.host,
-                self.config.port,
-                keepalive=self.config.keepalive,
-                clean_start=self.clean_start,
-                properties=props,
-            )
-
-        try:
-            connect()
-        except OSError:
-            if cancel.is_set():
-                return False
-            raise
-        self.client.loop_start()
-        return True
-
-    def stop(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
 class Transport:
     """The service's broker connections; events go to ``events``."""
 
@@ -213,7 +114,9 @@ class Transport:
         self.events = events
         self.subscriptions = list(subscriptions)
         self.status_topic = status_topic
-        self.window = Window(window)
+        self.network = NetworkLoop()
+        self.window = Window(window, on_open=self.network.wake)
+        tls = tls_context(config)
         self.input = Link(
             config,
             "input",
@@ -221,10 +124,13 @@ class Transport:
             clean_start=False,
             session_expiry=config.session_expiry,
             will_topic=status_topic,
+            wake=self.network.wake,
             manual_ack=True,
             # A broker that honours it sends no more than the window; mosquitto 2.0.11
             # does not once acks interleave (docs/performance.md), the window still holds.
             receive_maximum=min(window, 65535),
+            window=self.window,
+            tls=tls,
         )
         self.output = Link(
             config,
@@ -233,9 +139,14 @@ class Transport:
             clean_start=True,
             session_expiry=0,
             will_topic=status_topic,
+            wake=self.network.wake,
+            tls=tls,
         )
-        self.input.client.window = self.window
-        self._lock = threading.Lock()  # the two network threads report to the same state
+        # The output link first: in a turn that finds both ready, PUBACKs are read first.
+        self.network.add(self.output)
+        self.network.add(self.input)
+        # The network thread reports to this state, the service thread acks against it.
+        self._lock = threading.Lock()
         self._input_ready = False  # connected, and its subscriptions acknowledged
         self._output_ready = False
         self._session_present = False
@@ -258,29 +169,33 @@ class Transport:
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self, attempts: int = 0, cancel: threading.Event | None = None) -> bool:
-        """Connect both links (retrying with backoff; ``attempts`` 0 = forever) and run
-        their threads. False, with nothing left connected, when ``cancel`` is set while the
-        broker is away (a SIGTERM must not wait for a broker that never comes)."""
-        if not self.output.start(attempts, cancel):
-            return False
+        """Connect both links (retrying with backoff; ``attempts`` 0 = forever) and run the
+        network thread. False, with nothing left connected, when ``cancel`` is set while
+        the broker is away (a SIGTERM must not wait for a broker that never comes)."""
+        self.network.start()
         try:
-            started = self.input.start(attempts, cancel)
+            started = self.output.start(attempts, cancel) and self.input.start(attempts, cancel)
         except BaseException:
-            self.output.stop()
+            self._close_all()
             raise
         if not started:
-            self.output.stop()
+            self._close_all()
         return started
 
     def stop(self) -> None:
         """Stop taking input, publish ``offline`` (a will only fires on an unclean loss)
         and disconnect. Acks already handed to paho go out before the input link's
         DISCONNECT; a clean disconnect sends neither link's will."""
-        self.input.stop()
+        self.input.close(CLOSE_TIMEOUT)
         info = self.output.client.publish(self.status_topic, OFFLINE, qos=1, retain=True)
         with contextlib.suppress(RuntimeError, ValueError):  # not connected: the will covers it
             info.wait_for_publish(timeout=2)
-        self.output.stop()
+        self._close_all()
+
+    def _close_all(self) -> None:
+        self.input.close(CLOSE_TIMEOUT)
+        self.output.close(CLOSE_TIMEOUT)
+        self.network.stop()
 
     # -- use ---------------------------------------------------------------------------------
 
@@ -303,11 +218,14 @@ class Transport:
         sends it again (the msg_id de-duplication answers it), without one it is gone
         from the broker anyway. It holds no place in the new connection's window.
         """
-        if received.connection != self._connection:
-            return
-        self.window.release()  # first: the ack's wake-up of paho's thread finds room
-        if received.qos > 0:
-            self.input.client.ack(received.mid, received.qos)
+        # Under the lock the network thread bumps the connection with: checked outside it,
+        # a reconnect in between would put this ack on the new connection.
+        with self._lock:
+            if received.connection != self._connection:
+                return
+            self.window.release()
+            if received.qos > 0:
+                self.input.client.ack(received.mid, received.qos)
 
     @property
     def input_ready(self) -> bool:
@@ -324,7 +242,7 @@ class Transport:
         """The most inputs held at once since start (never above the window)."""
         return self.window.max_held
 
-    # -- paho callbacks (network threads) ----------------------------------------------------
+    # -- paho callbacks (the network thread) ----------------------------------------------------
 
     def _on_input_connect(
         self, client: mqtt.Client, _u: Any, flags: Any, reason: Any, _p: Any

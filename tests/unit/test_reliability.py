@@ -74,33 +74,15 @@ def test_the_input_window_closes_when_full_and_opens_on_ack(tmp_path: Path) -> N
     t.input.client = client
     _connect(t, client)
     held = [_message(t, mid, qos=mid % 2) for mid in range(1, 5)]  # QoS 0 is held too
-    assert not t.window.wait(0) and t.window.held == 4 == t.max_held
+    assert not t.window.is_open() and t.window.held == 4 == t.max_held
     t.ack(held[0])
-    assert not t.window.wait(0) and t.window.held == 3  # opens again when half is free
+    assert not t.window.is_open() and t.window.held == 3  # opens again when half is free
     t.ack(held[1])
-    assert t.window.wait(0) and t.window.held == 2
+    assert t.window.is_open() and t.window.held == 2
     t._on_input_disconnect(client, None, None, "gone", None)  # a new connection starts empty
-    assert t.window.wait(0) and t.window.held == 0
+    assert t.window.is_open() and t.window.held == 0
     t.ack(held[2])  # stale: neither acked nor counted against the new connection
     assert t.window.held == 0 and client.ack.call_count == 1
-
-
-def test_a_full_window_stops_paho_reading(tmp_path: Path) -> None:
-    # The input link's thread reads no packet while the window is full; it returns to
-    # paho's loop (so acks and pings still go out) and reads again once a slot is free.
-    t = _transport(tmp_path)
-    client = t.input.client
-    for _ in range(4):
-        t.window.take()
-    with mock.patch("paho.mqtt.client.Client.loop_read") as read:
-        assert client.loop_read() == 0
-        read.assert_not_called()
-        t.window.release()
-        t.window.release()
-        client._sock = None  # nothing buffered: one read, then back to select()
-        read.return_value = 0
-        assert client.loop_read() == 0
-        read.assert_called_once()
 
 
 def test_online_needs_both_links(tmp_path: Path) -> None:
@@ -246,7 +228,7 @@ def test_an_outbox_row_paho_refuses_is_dropped_not_fatal(tmp_path: Path) -> None
 def test_a_clean_close_reads_until_the_peer_closes_so_no_reset_drops_our_last_bytes() -> None:
     import socket
 
-    from mqtt_metamanager.pahoclient import drain_until_closed
+    from mqtt_metamanager.sockets import drain_until_closed
 
     ours, broker = socket.socketpair()
     broker.sendall(b"x" * 20_000)  # inputs we will not read (a paused input link)

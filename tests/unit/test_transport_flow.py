@@ -1,0 +1,111 @@
+"""The transport's flow control and clean close, against a scripted broker.
+
+What mosquitto does is not in the test's hands; here the test puts inputs in the input
+link's socket itself and sees every packet the transport sends back, and whether its
+connection ends with a FIN or a reset. The integration and fault tiers show the same
+guarantees against the real broker.
+"""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mqtt_metamanager import config as config_mod
+from mqtt_metamanager.transport import Event, Received, Transport
+
+from .scripted_broker import DISCONNECT, PUBACK, ScriptedBroker, publish
+
+WINDOW = 4
+TIMEOUT = 5.0
+
+
+@pytest.fixture
+def broker() -> Iterator[ScriptedBroker]:
+    b = ScriptedBroker()
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def transport(broker: ScriptedBroker, tmp_path: Path) -> Iterator[Transport]:
+    cfg = config_mod.from_mapping(
+        {
+            "database": {"path": str(tmp_path / "meta.db")},
+            "mqtt": {"port": broker.port, "client_id": "mm"},
+        },
+        environ={},
+    )
+    t = Transport(
+        cfg.mqtt, queue.SimpleQueue(), subscriptions=["in/#"], status_topic="s", window=WINDOW
+    )
+    assert t.start(attempts=1)
+    yield t
+    t.stop()
+
+
+def inputs(t: Transport, n: int) -> list[Received]:
+    """The next ``n`` inputs the transport reports (other events are skipped)."""
+    got: list[Received] = []
+    while len(got) < n:
+        event: Event = t.events.get(timeout=TIMEOUT)
+        if isinstance(event, Received):
+            got.append(event)
+    return got
+
+
+def no_input_queued(t: Transport) -> bool:
+    while not t.events.empty():
+        if isinstance(t.events.get_nowait(), Received):
+            return False
+    return True
+
+
+def test_a_full_window_leaves_the_rest_unread_until_half_is_acked(
+    broker: ScriptedBroker, transport: Transport
+) -> None:
+    conn = broker.connection("mm")
+    conn.send(b"".join(publish("in/x", mid, b"{}") for mid in range(1, 11)))
+    first = inputs(transport, WINDOW)
+    assert [r.mid for r in first] == [1, 2, 3, 4]
+    transport.ack(first[0])  # 3 held: still full until half is free
+    # The PUBACK is written by the network thread: it has turned since the window closed,
+    # and read nothing more.
+    conn.wait("the first ack", lambda: conn.acked() == [1])
+    assert no_input_queued(transport) and transport.max_held == WINDOW
+    transport.ack(first[1])  # 2 held: open again
+    second = inputs(transport, 2)
+    assert [r.mid for r in second] == [5, 6]
+    for r in [*first[2:], *second]:
+        transport.ack(r)
+    rest = inputs(transport, 4)
+    for r in rest:
+        transport.ack(r)
+    assert [r.mid for r in rest] == [7, 8, 9, 10]
+    conn.wait("every ack, in order", lambda: conn.acked() == list(range(1, 11)))
+    assert transport.max_held == WINDOW
+
+
+def test_stop_with_unread_inputs_delivers_the_last_acks_and_ends_without_a_reset(
+    broker: ScriptedBroker, transport: Transport
+) -> None:
+    # Closing a socket with unread bytes makes the kernel send a RST, and the broker's
+    # kernel drops what it had not read: the last acks and the DISCONNECT, so inputs
+    # already applied would come again (docs/reliability.md).
+    conn = broker.connection("mm")
+    # More than the client reads ahead (64 KiB): some stays unread in its socket.
+    conn.push(b"".join(publish("in/x", mid, b"x" * 1024) for mid in range(1, 301)))
+    held = inputs(transport, WINDOW)
+    for r in held[:2]:
+        transport.ack(r)
+    opened = inputs(transport, 2)  # the window opened and filled again: the rest is unread
+    transport.ack(opened[0])
+    transport.stop()
+    conn.wait("the end of the connection", lambda: conn.end)
+    assert conn.end == "eof"
+    assert conn.acked() == [1, 2, 5]
+    assert conn.types()[-1] == DISCONNECT
+    assert PUBACK in conn.types()
