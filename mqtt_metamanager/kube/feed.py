@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -100,17 +101,26 @@ class ChangeFeed:
             self._subscriptions.discard(sub)
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait()
-            self._wake.clear()
-            try:
-                self._hand_out()
-            except Exception:  # a read failure must not end the feed: try at the next commit
-                log.exception("kube: the change feed could not read the store")
+        conn: sqlite3.Connection | None = None  # kept: it reads after every commit
+        try:
+            while not self._stop.is_set():
+                self._wake.wait()
+                self._wake.clear()
+                try:
+                    conn = conn or self.reader.connect()
+                    self._hand_out(conn)
+                except Exception:  # a read failure must not end the feed: try next commit
+                    log.exception("kube: the change feed could not read the store")
+                    if conn is not None:
+                        conn.close()
+                    conn = None
+        finally:
+            if conn is not None:
+                conn.close()
 
-    def _hand_out(self) -> None:
+    def _hand_out(self, conn: sqlite3.Connection) -> None:
         while not self._stop.is_set():
-            with self.reader.snapshot() as snap:
+            with self.reader.snapshot(conn) as snap:
                 changes = snap.all_changes(self.position, READ_CHUNK)
             if not changes:
                 return

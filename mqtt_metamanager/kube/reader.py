@@ -97,14 +97,25 @@ class StoreReader:
     def __init__(self, path: str) -> None:
         self.path = path
 
-    @contextmanager
-    def snapshot(self) -> Iterator[Snapshot]:
+    def connect(self) -> sqlite3.Connection:
+        """A read-only connection; the caller closes it."""
         conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
+        conn.execute("PRAGMA query_only = 1")
+        conn.execute("PRAGMA busy_timeout = 5000")
+        return conn
+
+    @contextmanager
+    def snapshot(self, conn: sqlite3.Connection | None = None) -> Iterator[Snapshot]:
+        """One read transaction, on ``conn`` (kept by a thread that reads often: opening
+        one costs about a millisecond) or on a connection of its own."""
+        own = conn is None
+        conn = self.connect() if conn is None else conn
         try:
-            conn.execute("PRAGMA query_only = 1")
-            conn.execute("PRAGMA busy_timeout = 5000")
             conn.execute("BEGIN")
-            yield Snapshot(conn)
-            conn.execute("COMMIT")
+            try:
+                yield Snapshot(conn)
+            finally:
+                conn.execute("COMMIT")
         finally:
-            conn.close()
+            if own:
+                conn.close()
