@@ -173,7 +173,7 @@ def own_broker(workdir: Path) -> Iterator[tuple[str, int]]:
     binary = shutil.which("mosquitto") or shutil.which("mosquitto", path=SBIN)
     if binary is None:
         raise BenchError("mosquitto is not installed; give --host and --port of a broker")
-    port = _free_port()
+    port = free_port()
     conf = workdir / "mosquitto.conf"
     conf.write_text(BROKER_CONF.format(port=port))
     with open(workdir / "mosquitto.log", "ab") as log:
@@ -193,7 +193,7 @@ def own_broker(workdir: Path) -> Iterator[tuple[str, int]]:
         stop_process(proc)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind((LOOPBACK, 0))
         return int(s.getsockname()[1])
@@ -220,7 +220,7 @@ class Bench:
         self.login = Login.of(config_mod.from_mapping({"mqtt": options.login}, environ={}).mqtt)
         self.load = LoadClient(host, port, self.topics, options.qos, self.login)
         self.template = workdir / "template.db"
-        self.http_port = _free_port()
+        self.http_port = free_port()
 
     def close(self) -> None:
         self.load.close()

@@ -25,8 +25,8 @@ from .bench import (
     LOOPBACK,
     NAMESPACE,
     START_TIMEOUT,
-    _free_port,
     envelope,
+    free_port,
     object_value,
     own_broker,
     peak_rss_mb,
@@ -125,7 +125,7 @@ def run_kube_bench() -> dict[str, Any]:
 def _measure(workdir: Path, db: Path, host: str, port: int) -> dict[str, Any]:
     topics = Topics(f"bench-{uuid.uuid4().hex[:8]}")
     login = Login()
-    http_port = _free_port()
+    http_port = free_port()
     conf = workdir / "edge.yaml"
     conf.write_text(yaml.safe_dump({
         "mqtt": {"host": host, "port": port, "topic_prefix": topics.prefix, "session_expiry": 0},

@@ -61,6 +61,7 @@ class AccessPolicy:
         self.local = frozenset(local_modules) | {EDGED}
         self.operators = frozenset(operators)
         self.legacy_inbox = legacy_inbox
+        self._may_write = self.local | self.operators | {EDGEHUB}  # anyone else only queries
         self._inbox_level = f"{topics.metamanager_in}/"
 
     @property
@@ -155,7 +156,7 @@ class AccessPolicy:
             err = OperationError(403, "forbidden_response_topic", text)
             return fallback.refuse(message, err)
         reply_to = ReplyTo(response_topic, corr) if response_topic else default
-        query_only = identity not in self.local | self.operators | {EDGEHUB}
+        query_only = identity not in self._may_write
         return Sender(identity, reply_to, query_only)
 
     def _default_reply(self, identity: str, correlation: bytes | None) -> ReplyTo:

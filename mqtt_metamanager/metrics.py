@@ -31,6 +31,7 @@ from prometheus_client import (
 )
 
 from .loopstate import MAX_TYPES, STOPPING, LiveState, LoopState, Watched
+from .operations import OPERATIONS
 
 if TYPE_CHECKING:
     from .identity import Refused
@@ -45,20 +46,6 @@ LATENCY_BUCKETS = tuple(round(m * 10.0**e, 6) for e in range(-4, 1) for m in (1,
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 10_000)
 # Label values come from this closed list: an input's operation is text its sender chose,
 # and a label per distinct text would let any sender grow this process without bound.
-OPERATIONS = frozenset(
-    [
-        "insert",
-        "update",
-        "patch",
-        "delete",
-        "query",
-        "response",
-        "error",
-        "connect",
-        "publish",
-        "meta-internal-sync",
-    ]
-)
 BRIDGE_STATE = "bridge_state"  # the operation label of the Mosquitto bridge's 1/0
 # The first word of each ``Result.outcome`` that operations.py writes.
 OUTCOMES = frozenset(

@@ -34,6 +34,21 @@ __all__ = ["Inbound", "OperationError", "Operations", "RemoteQueryPolicy", "Resu
 
 log = logging.getLogger(__name__)
 
+# Every operation of SPEC §5 this module handles (anything else: 400 unsupported_operation).
+OPERATIONS = frozenset(
+    [
+        "insert",
+        "update",
+        "patch",
+        "delete",
+        "query",
+        "response",
+        "error",
+        "connect",
+        "publish",
+        "meta-internal-sync",
+    ]
+)
 MUTATING = frozenset({"insert", "update", "patch", "delete", "response"})
 CONNECT_OPS = frozenset({"connect", "publish"})
 CLOUD_CONNECTED = "cloud_connected"

@@ -70,7 +70,7 @@ def method_not_allowed(method: str) -> Answer:
     return status(405, "MethodNotAllowed", f"{method} is not allowed: this API is read-only")
 
 
-def dress(row: Row | Change, kind: Kind, revision: int | None = None) -> dict[str, Any]:
+def dress(row: Row | Change, kind: Kind) -> dict[str, Any]:
     """The stored object as the API serves it: kind, apiVersion, and the store revision of
     its last change as ``metadata.resourceVersion``."""
     value = orjson.loads(row.value)
@@ -81,7 +81,7 @@ def dress(row: Row | Change, kind: Kind, revision: int | None = None) -> dict[st
     meta.setdefault("name", row.name)
     if kind.namespaced:
         meta.setdefault("namespace", row.namespace)
-    meta["resourceVersion"] = str(revision if revision is not None else row.revision)
+    meta["resourceVersion"] = str(row.revision)
     return {"kind": kind.kind, "apiVersion": API_VERSION, **obj}
 
 

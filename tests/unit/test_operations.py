@@ -529,3 +529,14 @@ def test_stopping_answers_the_queries_waiting_on_the_cloud(ops: Operations) -> N
     result = ops.answer_pending_locally()
     assert only(result, EDGED)["content"]["code"] == 504
     assert ops.pending_queries == 0
+
+
+def test_every_named_operation_has_a_handler(ops: Operations) -> None:
+    # metrics.py labels inputs by this list: an operation handled but not named (or named
+    # but not handled) would be counted as "unknown" or answered 400.
+    from mqtt_metamanager.operations import OPERATIONS
+
+    for op in OPERATIONS:
+        result = run(ops, msg(op, "default/pod/x", {"metadata": {}}, msg_id=f"all-{op}"))
+        assert "unsupported_operation" not in result.outcome, op
+    assert "unsupported_operation" in run(ops, msg("frob", "default/pod/x")).outcome
