@@ -3,8 +3,8 @@
 It is the one source of numbers: ``/metrics`` serves it (SPEC §12), and the retained MQTT
 snapshot and the stop line are summed from it (``totals``, ``snapshot``).
 
-The loop calls in at a few points. What an input did is read from its ``Result.outcome``
-text by ``read_outcome``. An input's counts are staged while its transaction runs and
+The loop calls in at a few points. What an input did is read from the typed fields of its
+``Result.outcome`` (``read``). An input's counts are staged while its transaction runs and
 added once it commits (``batch_committed``), so a batch that fails and is retried one
 input at a time counts each input once.
 
@@ -15,7 +15,6 @@ is read when scraped, from plain attributes that the loop and paho's threads kee
 
 from __future__ import annotations
 
-import functools
 import time
 from collections import Counter as Tally
 from collections.abc import Iterable
@@ -32,6 +31,7 @@ from prometheus_client import (
 
 from .loopstate import MAX_TYPES, STOPPING, LiveState, LoopState, Watched
 from .operations import OPERATIONS
+from .outcome import CLOUD_TIMEOUT, Asked, Kind, Outcome, Synced
 
 if TYPE_CHECKING:
     from .identity import Refused
@@ -47,34 +47,12 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 10_000)
 # Label values come from this closed list: an input's operation is text its sender chose,
 # and a label per distinct text would let any sender grow this process without bound.
 BRIDGE_STATE = "bridge_state"  # the operation label of the Mosquitto bridge's 1/0
-# The first word of each ``Result.outcome`` that operations.py writes.
-OUTCOMES = frozenset(
-    [
-        "stored",
-        "stored-offline",
-        "no-delta",
-        "stale",
-        "deleted",
-        "duplicate",
-        "local",
-        "remote",
-        "remote-answer",
-        "remote-error",
-        "remote-fallback",
-        "forwarded",
-        "connected",
-        "disconnected",
-        "unchanged",
-        "sync",
-        "sync-skipped",
-    ]
-)
-CACHED_OUTCOME = 40  # longer outcome texts carry input (a connect's content): not kept
-REMOTE_RESULTS = {
-    "remote-answer": "cloud",
-    "remote-error": "cloud_error",
-    "remote-fallback": "local_fallback",
-    "error 504 cloud_timeout": "timeout",
+# How a remote query ended, by the outcome that ended it.
+REMOTE_RESULTS: dict[Outcome, str] = {
+    Kind.REMOTE_ANSWER: "cloud",
+    Kind.REMOTE_ERROR: "cloud_error",
+    Kind.REMOTE_FALLBACK: "local_fallback",
+    CLOUD_TIMEOUT: "timeout",
 }
 
 
@@ -82,22 +60,13 @@ REMOTE_RESULTS = {
 
 
 @dataclass(frozen=True)
-class Sync:
-    """One pod-status sync seen in an outcome: sent (with its figures) or skipped."""
-
-    sent: bool
-    statuses: int = 0
-    dropped: int = 0
-
-
-@dataclass(frozen=True)
 class Reading:
-    """What metrics take from one ``Result``'s outcome and the outcomes merged into it."""
+    """What metrics take from one ``Result``: its own outcome and those merged into it."""
 
     label: str
     remote_results: tuple[str, ...] = ()
     remote_attempts: int = 0
-    syncs: tuple[Sync, ...] = ()
+    syncs: tuple[Synced | None, ...] = ()  # None: a sync skipped (the link is down)
     link: str = ""  # "up" or "down" when the input changed the cloud link
 
     @property
@@ -105,58 +74,33 @@ class Reading:
         return bool(self.remote_results or self.remote_attempts or self.syncs)
 
 
-def outcome_label(outcome: str) -> str:
-    """A bounded label for ``Result.outcome`` text: ``"error 403 source_mismatch"`` ->
-    ``"error_403"``, ``"local n=3"`` -> ``"local"``, anything unforeseen -> ``"other"``."""
-    word, _, rest = outcome.partition(" ")
-    if word == "error":
-        code = rest.partition(" ")[0]
-        return f"error_{code}" if len(code) == 3 and code.isdigit() else "error"
-    if word == "connect":
-        return "ignored"  # "connect ignored: content ..."
-    if word == "late-cloud-answer":
-        return "late_answer"
-    return word.replace("-", "_") if word in OUTCOMES else "other"
+def _has_effect(outcome: Outcome) -> bool:
+    return (
+        isinstance(outcome, Synced | Asked)
+        or outcome in REMOTE_RESULTS
+        or (outcome is Kind.SYNC_SKIPPED)
+    )
 
 
-def _numbers(text: str) -> dict[str, int]:
-    """``"sync namespaces=2 statuses=5 dropped=1"`` -> ``{"namespaces": 2, ...}``."""
-    out = {}
-    for token in text.split():
-        key, sep, value = token.partition("=")
-        if sep and value.isascii() and value.isdigit():
-            out[key] = int(value)
-    return out
-
-
-def read_outcome(outcome: str, merged: tuple[str, ...] = ()) -> Reading:
-    """Read one result's outcomes (its own, then those ``Result.extend`` merged in)."""
-    if merged or len(outcome) > CACHED_OUTCOME:
-        return _read_outcome(outcome, merged)
-    return _read_short_outcome(outcome)
-
-
-@functools.lru_cache(maxsize=256)  # the loop reads one per input; a few recur
-def _read_short_outcome(outcome: str) -> Reading:
-    return _read_outcome(outcome, ())
-
-
-def _read_outcome(outcome: str, merged: tuple[str, ...]) -> Reading:
+def read(result: Result) -> Reading:
+    """Read one result's outcome and the outcomes ``Result.extend`` merged into it."""
+    outcome = result.outcome
+    link = "up" if outcome is Kind.CONNECTED else "down" if outcome is Kind.DISCONNECTED else ""
+    if not result.merged and not _has_effect(outcome):
+        return Reading(outcome.label, link=link)  # most inputs: nothing more to read
     remote: list[str] = []
     attempts = 0
-    syncs: list[Sync] = []
-    for piece in (outcome, *merged):
-        if piece in REMOTE_RESULTS:
-            remote.append(REMOTE_RESULTS[piece])
-        elif piece.startswith("remote attempt="):
+    syncs: list[Synced | None] = []
+    for piece in (outcome, *result.merged):
+        if isinstance(piece, Asked):
             attempts += 1
-        elif piece.startswith("sync "):
-            figures = _numbers(piece)
-            syncs.append(Sync(True, figures.get("statuses", 0), figures.get("dropped", 0)))
-        elif piece == "sync-skipped":
-            syncs.append(Sync(False))
-    link = {"connected": "up", "disconnected": "down"}.get(outcome, "")
-    return Reading(outcome_label(outcome), tuple(remote), attempts, tuple(syncs), link)
+        elif isinstance(piece, Synced):
+            syncs.append(piece)
+        elif piece is Kind.SYNC_SKIPPED:
+            syncs.append(None)
+        elif piece in REMOTE_RESULTS:
+            remote.append(REMOTE_RESULTS[piece])
+    return Reading(outcome.label, tuple(remote), attempts, tuple(syncs), link)
 
 
 def operation_label(operation: str) -> str:
@@ -333,7 +277,7 @@ class ServiceMetrics:
     def internal_done(self, result: Result, started: float) -> None:
         """Work that is not an input (a timer, a periodic sync) committed."""
         seconds = time.perf_counter() - started
-        self._count_effects(read_outcome(result.outcome, tuple(result.merged)), seconds)
+        self._count_effects(read(result), seconds)
 
     def store_failed(self, inbound: Inbound | None, *, answered: bool) -> None:
         """A transaction failed in the store; ``answered``: its input was told 503."""
@@ -375,7 +319,7 @@ class ServiceMetrics:
     def _count_input(self, staged: _Staged) -> None:
         operation = operation_label(staged.operation)
         result = staged.result
-        reading = read_outcome(result.outcome, tuple(result.merged))
+        reading = read(result)
         self._input(operation, reading.label).inc()
         handle = self._handle.get(operation)
         if handle is None:
@@ -401,8 +345,8 @@ class ServiceMetrics:
         if reading.remote_attempts:
             self.remote_attempts.inc(reading.remote_attempts)
         for sync in reading.syncs:
-            self.syncs.labels("sent" if sync.sent else "skipped").inc()
-            if sync.sent:
+            self.syncs.labels("skipped" if sync is None else "sent").inc()
+            if sync is not None:
                 self.sync_seconds.observe(seconds)
                 self.sync_statuses.inc(sync.statuses)
                 self.sync_orphans.inc(sync.dropped)

@@ -7,19 +7,33 @@ transaction and writes the publishes to the outbox in that same transaction.
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 from .envelope import BadMessage, JSONText, Message, Resource, now_ms
 from .identity import Refused
 from .intake import deadletter_payload
 from .jsonmerge import merge_patch
-from .outcome import CloudLink, Inbound, OperationError, Result, Side, Timer
+from .outcome import (
+    CLOUD_TIMEOUT,
+    Asked,
+    CloudLink,
+    Failed,
+    Inbound,
+    Kind,
+    OperationError,
+    Outcome,
+    QueryExpired,
+    QueryResend,
+    Result,
+    Side,
+    Synced,
+    Timer,
+    TimerEvent,
+)
 from .remote_query import (
     ALWAYS_REMOTE,
     REMOTE_QUERYABLE,
@@ -63,14 +77,18 @@ OK = "OK"
 MAX_RV_DIGITS = 20
 
 
+def _rv_number(rv: Any) -> int | None:
+    if isinstance(rv, int) and not isinstance(rv, bool):
+        return rv
+    # isascii: "²".isdigit() is True but int("²") fails.
+    if isinstance(rv, str) and len(rv) <= MAX_RV_DIGITS and rv.isascii() and rv.isdigit():
+        return int(rv)
+    return None
+
+
 def _numeric_rv(value: Any) -> int | None:
     if isinstance(value, dict) and isinstance(value.get("metadata"), dict):
-        rv = value["metadata"].get("resourceVersion")
-        if isinstance(rv, int) and not isinstance(rv, bool):
-            return rv
-        # isascii: "²".isdigit() is True but int("²") fails.
-        if isinstance(rv, str) and len(rv) <= MAX_RV_DIGITS and rv.isascii() and rv.isdigit():
-            return int(rv)
+        return _rv_number(value["metadata"].get("resourceVersion"))
     return None
 
 
@@ -102,7 +120,13 @@ def _name_of(value: Any) -> str | None:
 
 
 class Operations:
-    """Every operation of SPEC §5 over one ``Store``, plus cloud-link and remote-query state."""
+    """Every operation of SPEC §5 over one ``Store``, plus cloud-link and remote-query state.
+
+    The in-memory state (the cloud link, the remote queries in flight) changes only when
+    the transaction the operations ran in commits: the caller calls ``commit`` after a
+    commit and ``discard`` after a rollback. Until then the changes are staged, and the
+    operations of the same transaction see them.
+    """
 
     def __init__(
         self,
@@ -118,7 +142,8 @@ class Operations:
         self.remote = remote_query or RemoteQueryPolicy()
         self.dedup_window = dedup_window
         self.clock = clock
-        self.link = CloudLink(False, clock())
+        self.link = CloudLink(False, clock())  # as committed: what other threads read
+        self._staged_link: CloudLink | None = None
         self._pending = PendingQueries(self.remote.answered_memory)
         self._handlers: dict[str, Callable[[Inbound], Result]] = {
             "insert": self._insert,
@@ -143,7 +168,7 @@ class Operations:
         if remember:
             replies = self.store.applied_replies(msg.msg_id)
             if replies is not None:
-                return Result(replies=replies, outcome="duplicate")
+                return Result(replies=replies, outcome=Kind.DUPLICATE)
         handler = self._handlers.get(op)
         try:
             if handler is None:
@@ -157,23 +182,27 @@ class Operations:
             self.store.mark_applied(msg.msg_id, result.replies)
         return result
 
-    @contextmanager
-    def undo_on_error(self) -> Iterator[None]:
-        """Wrap a store transaction: if it rolls back, so does the in-memory state (the cloud
-        link and the remote queries in flight), or a retry would see a change as done."""
-        saved = copy.deepcopy((self.link, self._pending))
-        try:
-            yield
-        except BaseException:
-            self.link, self._pending = saved
-            raise
+    def commit(self) -> None:
+        """The transaction committed: the link and remote-query changes it made hold."""
+        if self._staged_link is not None:
+            self.link, self._staged_link = self._staged_link, None
+        self._pending.commit()
+
+    def discard(self) -> None:
+        """The transaction rolled back: so do its link and remote-query changes, or a retry
+        would see a change as done."""
+        self._staged_link = None
+        self._pending.discard()
+
+    def _current_link(self) -> CloudLink:
+        return self.link if self._staged_link is None else self._staged_link
 
     def refuse(self, refused: Refused, topic: str, payload: bytes) -> Result:
-        """An input that is not applied (400, 403): the error reply to whoever can be told,
-        and a dead letter (with the raw input) when nobody can, or when operators should
-        see it (access refusals)."""
+        """An input that is not applied (400, 403, or 500 for one that met a bug): the error
+        reply to whoever can be told, and a dead letter (with the raw input) when nobody
+        can, or when operators should see it (access refusals)."""
         err = refused.error
-        result = Result(outcome=f"error {err.code} {err.reason}")
+        result = Result(outcome=Failed(err.code, err.reason))
         if refused.inbound is not None:
             result = self._error_reply(refused.inbound, err)
         if not result.publishes or refused.notify_operators:
@@ -181,20 +210,17 @@ class Operations:
             result.forwards.append(Outgoing(self.topics.deadletter, letter))
         return result
 
-    def internal_error(self, inbound: Inbound, text: str) -> Result:
-        return self._error_reply(inbound, OperationError(500, "internal_error", text))
-
     def store_unavailable(self, inbound: Inbound, text: str) -> Result:
         return self._error_reply(inbound, OperationError(503, "store_unavailable", text))
 
     def set_cloud_link(self, connected: bool) -> Result:
         """Follow the cloud link; on a change publish it, and on reconnect sync at once."""
-        result = Result(outcome="unchanged")
-        if connected == self.link.connected:
+        result = Result(outcome=Kind.UNCHANGED)
+        if connected == self._current_link().connected:
             return result
-        self.link = CloudLink(connected, self.clock())
+        self._staged_link = CloudLink(connected, self.clock())
         result.forwards.append(self.connection_publish())
-        result.outcome = "connected" if connected else "disconnected"
+        result.outcome = Kind.CONNECTED if connected else Kind.DISCONNECTED
         if connected:
             result.extend(self.podstatus_sync())
         else:
@@ -203,12 +229,12 @@ class Operations:
         return result
 
     def connection_publish(self) -> Outgoing:
-        return Outgoing(self.topics.connection, self.link.payload(), retain=True)
+        return Outgoing(self.topics.connection, self._current_link().payload(), retain=True)
 
     def podstatus_sync(self) -> Result:
         """MetaSync: drop statuses of vanished pods, send the rest per namespace."""
-        result = Result(outcome="sync-skipped")
-        if not self.link.connected:
+        result = Result(outcome=Kind.SYNC_SKIPPED)
+        if not self._current_link().connected:
             return result
         by_namespace: dict[str, list[Any]] = defaultdict(list)
         dropped = 0
@@ -228,26 +254,23 @@ class Operations:
             )
             result.forwards.append(Outgoing.of(self.topics.cloud, sync))
         sent = sum(len(batch) for batch in by_namespace.values())
-        result.outcome = f"sync namespaces={len(by_namespace)} statuses={sent} dropped={dropped}"
+        result.outcome = Synced(len(by_namespace), sent, dropped)
         return result
 
-    def timer_fired(self, key: str) -> Result:
-        kind, _, cloud_id = key.partition(":")
-        pending = self._pending.get(cloud_id)
-        if pending is None or pending.cloud_ids[-1] != cloud_id:
-            return Result(outcome="timer-stale")
-        if kind == "expire":
-            if pending.attempts <= self.remote.retries:
-                delay = self.remote.backoff_before(pending.attempts)
-                return Result(timers=[Timer(delay, f"resend:{cloud_id}")], outcome="backoff")
-            return self._finish_locally(pending)
-        if kind == "resend":
+    def timer_fired(self, event: TimerEvent) -> Result:
+        pending = self._pending.get(event.cloud_id)
+        if pending is None or pending.cloud_ids[-1] != event.cloud_id:
+            return Result(outcome=Kind.TIMER_STALE)  # answered, or a later attempt is out
+        if isinstance(event, QueryResend):
             return self._send_remote(pending)
-        return Result(outcome="timer-unknown")
+        if pending.attempts <= self.remote.retries:
+            delay = self.remote.backoff_before(pending.attempts)
+            return Result(timers=[Timer(delay, QueryResend(event.cloud_id))], outcome=Kind.BACKOFF)
+        return self._finish_locally(pending)
 
     def answer_pending_locally(self) -> Result:
         """Stopping: every query still waiting on the cloud is answered from the store now."""
-        result = Result(outcome=f"answered locally n={len(self._pending)}")
+        result = Result(outcome=Kind.ANSWERED_LOCALLY)
         for pending in self._pending:
             result.extend(self._finish_locally(pending))
         return result
@@ -257,7 +280,8 @@ class Operations:
 
     @property
     def pending_queries(self) -> int:
-        return len(self._pending)
+        """Queries waiting on the cloud as of the last commit (read from any thread)."""
+        return self._pending.committed_count
 
     @property
     def answered_query_ids(self) -> int:
@@ -270,13 +294,13 @@ class Operations:
         out = inbound.reply_to.reply(inbound.message.reply(METAMANAGER, operation, content))
         return [] if out is None else [out]
 
-    def _ok(self, inbound: Inbound, outcome: str, *forwards: Outgoing) -> Result:
+    def _ok(self, inbound: Inbound, outcome: Outcome, *forwards: Outgoing) -> Result:
         return Result(list(forwards), self._reply(inbound, "response", OK), outcome=outcome)
 
     def _error_reply(self, inbound: Inbound, err: OperationError) -> Result:
         return Result(
             replies=self._reply(inbound, "error", err.content()),
-            outcome=f"error {err.code} {err.reason}",
+            outcome=Failed(err.code, err.reason),
         )
 
     def _forward_to_other_side(self, inbound: Inbound) -> Outgoing:
@@ -290,22 +314,30 @@ class Operations:
     def _insert(self, inbound: Inbound) -> Result:
         msg = inbound.message
         resource = _object_resource(msg)
+        new_rv = _numeric_rv(msg.content)
+        if new_rv is not None:
+            # Stale like an update's (SPEC §5): an object older than the one stored. The
+            # stored version is read from its column, not by decoding the object.
+            old_rv = _rv_number(self.store.resource_version(resource.key))
+            if old_rv is not None and new_rv < old_rv:
+                return self._ok(inbound, Kind.STALE)
         self.store.put(resource, msg.content)
-        return self._ok(inbound, "stored", self._forward_to_other_side(inbound))
+        return self._ok(inbound, Kind.STORED, self._forward_to_other_side(inbound))
 
     def _update(self, inbound: Inbound) -> Result:
         msg = inbound.message
         resource = _object_resource(msg)
         stored = self.store.get(resource.key)
         if stored is not None and _json_equal(stored.value, msg.content):
-            return self._ok(inbound, "no-delta")
+            return self._ok(inbound, Kind.NO_DELTA)
         if stored is not None and _is_stale(msg.content, stored.value):
-            return self._ok(inbound, "stale")
+            return self._ok(inbound, Kind.STALE)
         self.store.put(resource, msg.content)
-        if inbound.side is Side.EDGED and resource.type == PODSTATUS and not self.link.connected:
+        offline = not self._current_link().connected
+        if inbound.side is Side.EDGED and resource.type == PODSTATUS and offline:
             # The sync on reconnect carries the latest status; no flood of stale ones.
-            return self._ok(inbound, "stored-offline")
-        return self._ok(inbound, "stored", self._forward_to_other_side(inbound))
+            return self._ok(inbound, Kind.STORED_OFFLINE)
+        return self._ok(inbound, Kind.STORED, self._forward_to_other_side(inbound))
 
     def _patch(self, inbound: Inbound) -> Result:
         msg = inbound.message
@@ -325,7 +357,7 @@ class Operations:
         self.store.delete(resource.key)
         if resource.type == POD:
             self.store.delete(resource.sibling(PODSTATUS).key)
-        return self._ok(inbound, "deleted", self._forward_to_other_side(inbound))
+        return self._ok(inbound, Kind.DELETED, self._forward_to_other_side(inbound))
 
     def _query(self, inbound: Inbound) -> Result:
         msg = inbound.message
@@ -343,10 +375,10 @@ class Operations:
         if not local and not resource.is_list:
             raise OperationError(404, "not_found", f"{resource} is not stored")
         reply = self._reply(inbound, "response", JSONText.array(local))
-        return Result(replies=reply, outcome=f"local n={len(local)}")
+        return Result(replies=reply, outcome=Kind.LOCAL)
 
     def _should_ask_cloud(self, inbound: Inbound, resource: Resource, has_local: bool) -> bool:
-        if not self.link.connected or resource.type not in REMOTE_QUERYABLE:
+        if not self._current_link().connected or resource.type not in REMOTE_QUERYABLE:
             return False
         # A cloud asking us is answered from what we have; asking it back makes no sense.
         if inbound.side is Side.CLOUD:
@@ -362,11 +394,11 @@ class Operations:
             resource=request.route.resource,
             content=request.content,
         )
-        self._pending.add_attempt(pending, ask.msg_id)
+        pending = self._pending.add_attempt(pending, ask.msg_id)
         return Result(
             forwards=[Outgoing.of(self.topics.cloud, ask)],
-            timers=[Timer(self.remote.timeout, f"expire:{ask.msg_id}")],
-            outcome=f"remote attempt={pending.attempts}",
+            timers=[Timer(self.remote.timeout, QueryExpired(ask.msg_id))],
+            outcome=Asked(pending.attempts),
         )
 
     def _finish_locally(self, pending: PendingQuery) -> Result:
@@ -379,15 +411,16 @@ class Operations:
             local = [] if obj is None else [obj.value]
         if local:
             reply = self._reply(pending.request, "response", local)
-            return Result(replies=reply, outcome="remote-fallback")
-        err = OperationError(504, "cloud_timeout", f"no answer from the cloud for {resource}")
+            return Result(replies=reply, outcome=Kind.REMOTE_FALLBACK)
+        text = f"no answer from the cloud for {resource}"
+        err = OperationError(CLOUD_TIMEOUT.code, CLOUD_TIMEOUT.reason, text)
         return self._error_reply(pending.request, err)
 
     def _complete_remote(self, pending: PendingQuery, msg: Message) -> Result:
         self._pending.forget(pending)
         if msg.operation == "error":
             reply = self._reply(pending.request, "error", msg.content)
-            return Result(replies=reply, outcome="remote-error")
+            return Result(replies=reply, outcome=Kind.REMOTE_ERROR)
         resource = pending.resource
         items = msg.content if isinstance(msg.content, list) else [msg.content]
         objects = [item for item in items if isinstance(item, dict)]
@@ -397,7 +430,7 @@ class Operations:
             elif (name := _name_of(obj)) is not None:
                 self.store.put(Resource(resource.namespace, resource.type, name), obj)
         reply = self._reply(pending.request, "response", objects)
-        return Result(replies=reply, outcome="remote-answer")
+        return Result(replies=reply, outcome=Kind.REMOTE_ANSWER)
 
     def _response(self, inbound: Inbound) -> Result:
         msg = inbound.message
@@ -407,20 +440,20 @@ class Operations:
         if self._pending.was_answered(msg.header.parent_msg_id):
             # The asker already had its answer (an earlier attempt, a fallback or a 504):
             # edged must not get a response it never asked for.
-            return Result(outcome="late-cloud-answer dropped")
-        outcome = "forwarded"
+            return Result(outcome=Kind.LATE_ANSWER)
+        outcome = Kind.FORWARDED
         if msg.operation == "response" and isinstance(msg.content, dict):
             resource = msg.resource()
             if not resource.is_list:
                 self.store.put(resource, msg.content)
-                outcome = "stored"
+                outcome = Kind.STORED
         return Result([self._forward_to_other_side(inbound)], outcome=outcome)
 
     def _connect(self, inbound: Inbound) -> Result:
         content = inbound.message.content
         if content not in (CLOUD_CONNECTED, CLOUD_DISCONNECTED):
             # No reply: a connect comes from edgehub, and an answer would go to the cloud.
-            return Result(outcome=f"connect ignored: content {content!r}")
+            return Result(outcome=Kind.IGNORED)
         return self.set_cloud_link(content == CLOUD_CONNECTED)
 
     def _internal_sync(self, inbound: Inbound) -> Result:

@@ -1,4 +1,10 @@
-"""The value types an operation deals in: its input, its result, its error, the link."""
+"""The value types an operation deals in: its input, its result and what came of it, its
+error, its timers, the cloud link.
+
+What came of an input is a typed ``Outcome``, never text: a ``Kind`` for the plain cases
+and a small dataclass where there are figures (a sync, a remote-query attempt, an error).
+Metrics read their fields and logs print them; nothing parses them back.
+"""
 
 from __future__ import annotations
 
@@ -42,12 +48,112 @@ class Inbound:
     identity: str = ""  # who sent it ("" on the legacy inbox), for logs and dead letters
 
 
+# -- outcomes ----------------------------------------------------------------------------------
+
+
+class Kind(Enum):
+    """What came of an input or of internal work, where there are no figures to tell. The
+    value is the ``outcome`` label of ``metamanager_inputs_total`` (docs/operations.md)."""
+
+    STORED = "stored"
+    STORED_OFFLINE = "stored_offline"  # a pod status kept for the sync on reconnect
+    NO_DELTA = "no_delta"
+    STALE = "stale"
+    DELETED = "deleted"
+    DUPLICATE = "duplicate"  # a msg_id applied before: answered again, not applied
+    LOCAL = "local"  # a query answered from the store
+    REMOTE_ANSWER = "remote_answer"
+    REMOTE_ERROR = "remote_error"
+    REMOTE_FALLBACK = "remote_fallback"  # the cloud did not answer: answered from the store
+    LATE_ANSWER = "late_answer"  # a cloud answer for a query answered already: dropped
+    FORWARDED = "forwarded"
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+    UNCHANGED = "unchanged"
+    IGNORED = "ignored"  # a connect whose content is neither state
+    SYNC_SKIPPED = "sync_skipped"  # the cloud link is down
+    # Internal work only (timers, stopping), never an input's own outcome.
+    BACKOFF = "backoff"
+    TIMER_STALE = "timer_stale"
+    ANSWERED_LOCALLY = "answered_locally"
+
+    @property
+    def label(self) -> str:
+        return self.value
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Synced:
+    """A pod-status sync sent: namespaces and statuses sent, orphan statuses purged."""
+
+    namespaces: int
+    statuses: int
+    dropped: int
+    label = "sync"
+
+    def __str__(self) -> str:
+        return f"sync namespaces={self.namespaces} statuses={self.statuses} dropped={self.dropped}"
+
+
+@dataclass(frozen=True)
+class Asked:
+    """A query sent on to the cloud; ``attempt`` counts from 1."""
+
+    attempt: int
+    label = "remote"
+
+    def __str__(self) -> str:
+        return f"remote attempt={self.attempt}"
+
+
+@dataclass(frozen=True)
+class Failed:
+    """Answered with an ``error`` reply of this code and reason."""
+
+    code: int
+    reason: str
+
+    @property
+    def label(self) -> str:
+        return f"error_{self.code}"
+
+    def __str__(self) -> str:
+        return f"error {self.code} {self.reason}"
+
+
+Outcome = Kind | Synced | Asked | Failed
+CLOUD_TIMEOUT = Failed(504, "cloud_timeout")
+
+
+# -- timers ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueryExpired:
+    """A remote query's attempt ``cloud_id`` had no answer in time."""
+
+    cloud_id: str
+
+
+@dataclass(frozen=True)
+class QueryResend:
+    """The backoff before re-sending the remote query whose last attempt is ``cloud_id``."""
+
+    cloud_id: str
+
+
+TimerEvent = QueryExpired | QueryResend
+
+
 @dataclass(frozen=True)
 class Timer:
-    """Call ``Operations.timer_fired(key)`` after ``delay`` seconds."""
+    """Call ``Operations.timer_fired(event)`` after ``delay`` seconds."""
 
     delay: float
-    key: str
+    event: TimerEvent
 
 
 @dataclass
@@ -57,10 +163,10 @@ class Result:
     forwards: list[Outgoing] = field(default_factory=list)
     replies: list[Outgoing] = field(default_factory=list)
     timers: list[Timer] = field(default_factory=list)
-    outcome: str = ""
+    outcome: Outcome = Kind.UNCHANGED
     # The outcomes of the results merged into this one (``extend``), for metrics: a link
     # change's sync or its local answers to pending queries.
-    merged: list[str] = field(default_factory=list)
+    merged: list[Outcome] = field(default_factory=list)
 
     @property
     def publishes(self) -> list[Outgoing]:
@@ -73,7 +179,7 @@ class Result:
         self.merged.extend([other.outcome, *other.merged])
 
 
-@dataclass
+@dataclass(frozen=True)
 class CloudLink:
     connected: bool = False
     since: int = field(default_factory=now_ms)

@@ -52,6 +52,7 @@ _ADD_CHANGE = (
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _GET_VALUE = "SELECT value FROM meta WHERE key = ?"
+_GET_VERSION = "SELECT resource_version FROM meta WHERE key = ?"
 _LIST_VALUES = "SELECT value FROM meta WHERE type = ? AND namespace = ? ORDER BY key"
 _GET_APPLIED = "SELECT replies FROM applied WHERE msg_id = ?"
 _PUT_APPLIED = "INSERT OR REPLACE INTO applied (msg_id, replies, applied_at) VALUES (?, ?, ?)"
@@ -293,6 +294,12 @@ class Store:
     def value_text(self, key: str) -> str | None:
         """One object's value as the JSON text it is stored as, or None."""
         row = self.db.execute_sql(_GET_VALUE, (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def resource_version(self, key: str) -> str | None:
+        """One object's ``metadata.resourceVersion`` as stored ("" if it has none), or None
+        if there is no such object."""
+        row = self.db.execute_sql(_GET_VERSION, (key,)).fetchone()
         return None if row is None else str(row[0])
 
     def value_texts(self, namespace: str, type_: str) -> list[str]:

@@ -11,7 +11,8 @@ import peewee as pw
 import pytest
 
 from mqtt_metamanager.http.health import readiness
-from mqtt_metamanager.metrics import outcome_label, read_outcome
+from mqtt_metamanager.metrics import read
+from mqtt_metamanager.outcome import CLOUD_TIMEOUT, Asked, Failed, Kind, Outcome, Result, Synced
 from mqtt_metamanager.service import Service
 from mqtt_metamanager.transport import Received
 from tests.support import DEADLETTER, PREFIX, envelope, inbox, inbox_for, wait_until
@@ -230,26 +231,24 @@ def test_an_operation_a_sender_made_up_is_not_a_label_of_its_own(
 @pytest.mark.parametrize(
     ("outcome", "label"),
     [
-        ("stored", "stored"),
-        ("stored-offline", "stored_offline"),
-        ("local n=3", "local"),
-        ("remote attempt=2", "remote"),
-        ("error 403 source_mismatch", "error_403"),
-        ("late-cloud-answer dropped", "late_answer"),
-        ("connect ignored: content 'x'", "ignored"),
-        ("sync namespaces=1 statuses=2 dropped=0", "sync"),
-        ("something new", "other"),
-        ("", "other"),
+        (Kind.STORED, "stored"),
+        (Kind.STORED_OFFLINE, "stored_offline"),
+        (Kind.LOCAL, "local"),
+        (Asked(2), "remote"),
+        (Failed(403, "source_mismatch"), "error_403"),
+        (Kind.LATE_ANSWER, "late_answer"),
+        (Kind.IGNORED, "ignored"),
+        (Synced(1, 2, 0), "sync"),
+        (Kind.SYNC_SKIPPED, "sync_skipped"),
     ],
 )
-def test_outcome_labels(outcome: str, label: str) -> None:
-    assert outcome_label(outcome) == label
+def test_outcome_labels(outcome: Outcome, label: str) -> None:
+    assert read(Result(outcome=outcome)).label == label
 
 
-def test_read_outcome_reads_what_a_link_drop_merged_in() -> None:
-    reading = read_outcome(
-        "disconnected", ("answered locally n=2", "remote-fallback", "error 504 cloud_timeout")
-    )
+def test_read_reads_what_a_link_drop_merged_in() -> None:
+    merged: list[Outcome] = [Kind.ANSWERED_LOCALLY, Kind.REMOTE_FALLBACK, CLOUD_TIMEOUT]
+    reading = read(Result(outcome=Kind.DISCONNECTED, merged=merged))
     assert reading.link == "down"
     assert reading.remote_results == ("local_fallback", "timeout")
 

@@ -12,6 +12,7 @@ import pytest
 from mqtt_metamanager.envelope import Message, message_from_dict
 from mqtt_metamanager.identity import AccessPolicy
 from mqtt_metamanager.operations import Inbound, Operations, RemoteQueryPolicy, Result
+from mqtt_metamanager.outcome import Failed, Kind
 from mqtt_metamanager.routing import ReplyTo, Topics
 from mqtt_metamanager.store import Store
 
@@ -69,8 +70,20 @@ def inbound(m: Message, props: ReplyTo | None = None) -> Inbound:
 
 
 def run(ops: Operations, m: Message, reply_to: ReplyTo | None = None) -> Result:
+    """One input in a transaction of its own, as the pipeline runs it."""
     with ops.store.atomic():
-        return ops.handle(inbound(m, reply_to))
+        result = ops.handle(inbound(m, reply_to))
+    ops.commit()
+    return result
+
+
+def fire(ops: Operations, result: Result) -> Result:
+    """The timer ``result`` armed fires (in a transaction of its own)."""
+    [timer] = result.timers
+    with ops.store.atomic():
+        fired = ops.timer_fired(timer.event)
+    ops.commit()
+    return fired
 
 
 def sent(result: Result, topic: str) -> list[dict[str, Any]]:
@@ -133,7 +146,7 @@ def test_redelivered_insert_is_replied_again_but_not_applied_again(ops: Operatio
     assert ops.store.get("default/pod/nginx").value == pod(rv="9")  # type: ignore[union-attr]
     assert sent(again, EDGED) == []
     assert only(again, CLOUD) == only(first, CLOUD)
-    assert again.outcome == "duplicate"
+    assert again.outcome is Kind.DUPLICATE
 
 
 # -- update --------------------------------------------------------------------------------
@@ -171,7 +184,23 @@ def test_update_with_an_older_resource_version_is_stale(ops: Operations) -> None
     assert ops.store.get("default/pod/nginx").value == pod(rv="10")  # type: ignore[union-attr]
     assert sent(result, EDGED) == []
     assert only(result, CLOUD)["content"] == "OK"
-    assert result.outcome == "stale"
+    assert result.outcome is Kind.STALE
+
+
+def test_insert_with_an_older_resource_version_is_stale(ops: Operations) -> None:
+    # Like an update (SPEC §5): a redelivered or reordered old insert must not overwrite a
+    # newer object, nor be forwarded; the sender is told OK.
+    run(ops, msg("insert", "default/pod/nginx", pod(rv="10")))
+    result = run(ops, msg("insert", "default/pod/nginx", pod(rv="9", spec=1), msg_id="i2"))
+    assert ops.store.get("default/pod/nginx").value == pod(rv="10")  # type: ignore[union-attr]
+    assert sent(result, EDGED) == []
+    assert only(result, CLOUD)["content"] == "OK"
+    assert result.outcome is Kind.STALE
+    # Numerically, not as text; the same version or no version at all is not stale.
+    for i, rv in enumerate(["10", "11", ""]):
+        newer = run(ops, msg("insert", "default/pod/nginx", pod(rv=rv), msg_id=f"n{i}"))
+        assert newer.outcome is Kind.STORED, rv
+    assert ops.store.get("default/pod/nginx").value == pod(rv="")  # type: ignore[union-attr]
 
 
 def test_resource_versions_compare_numerically_not_as_text(ops: Operations) -> None:
@@ -332,13 +361,12 @@ def test_remote_query_unanswered_retries_then_504(ops: Operations) -> None:
     result, cloud_id = ask_remote(ops)
     [timer] = result.timers
     assert timer.delay == 1.0
-    backoff = ops.timer_fired(timer.key)
+    backoff = fire(ops, result)
     assert backoff.publishes == []
-    [resend_timer] = backoff.timers
-    resend = ops.timer_fired(resend_timer.key)
+    resend = fire(ops, backoff)
     second_id = only(resend, CLOUD)["header"]["msg_id"]
     assert second_id != cloud_id
-    final = ops.timer_fired(resend.timers[0].key)
+    final = fire(ops, resend)
     reply = only(final, EDGED)
     assert reply["content"]["code"] == 504
     assert reply["content"]["reason"] == "cloud_timeout"
@@ -349,8 +377,8 @@ def test_remote_query_answered_late_to_the_first_attempt_still_completes(
     ops: Operations,
 ) -> None:
     result, cloud_id = ask_remote(ops)
-    backoff = ops.timer_fired(result.timers[0].key)
-    ops.timer_fired(backoff.timers[0].key)  # second attempt sent
+    backoff = fire(ops, result)
+    fire(ops, backoff)  # second attempt sent
     late = run(
         ops,
         msg(
@@ -368,9 +396,9 @@ def test_remote_query_answered_late_to_the_first_attempt_still_completes(
 def test_remote_timeout_falls_back_to_the_local_object(ops: Operations) -> None:
     run(ops, msg("insert", "default/node/edge-1", {"status": "old"}, msg_id="n"))
     result, _ = ask_remote(ops, "default/node/edge-1")  # node always asks the cloud
-    expired = ops.timer_fired(result.timers[0].key)
-    resent = ops.timer_fired(expired.timers[0].key)
-    final = ops.timer_fired(resent.timers[0].key)
+    expired = fire(ops, result)
+    resent = fire(ops, expired)
+    final = fire(ops, resent)
     assert only(final, EDGED)["content"] == [{"status": "old"}]
 
 
@@ -480,15 +508,22 @@ def test_unknown_operation_is_400_unsupported(ops: Operations) -> None:
     assert reply["content"]["reason"] == "unsupported_operation"
 
 
-def test_a_rolled_back_transaction_rolls_back_link_and_remote_queries(ops: Operations) -> None:
+def test_link_and_remote_queries_change_only_when_the_transaction_commits(
+    ops: Operations,
+) -> None:
     connect(ops)
-    with pytest.raises(RuntimeError), ops.undo_on_error(), ops.store.atomic():
+    with pytest.raises(RuntimeError), ops.store.atomic():
         ops.handle(inbound(msg("query", "default/node/n", source="edged", msg_id="q")))
-        ops.set_cloud_link(False)
-        assert not ops.link.connected
+        assert ops.link.connected and ops.pending_queries == 0  # staged, not committed
+        ops.set_cloud_link(False)  # sees the staged query: answers it locally
         raise RuntimeError("the commit failed")
+    ops.discard()
     assert ops.link.connected
     assert ops.pending_queries == 0
+    # Nothing of the rolled-back transaction is seen by the next one.
+    result = run(ops, msg("query", "default/node/n", source="edged", msg_id="q2"))
+    assert only(result, CLOUD)["route"]["operation"] == "query"
+    assert ops.pending_queries == 1
 
 
 def test_a_resource_version_too_long_for_int_is_not_a_number(ops: Operations) -> None:
@@ -496,13 +531,13 @@ def test_a_resource_version_too_long_for_int_is_not_a_number(ops: Operations) ->
     # start while the broker redelivered the input.
     run(ops, msg("insert", "default/pod/a", pod(rv="5")))
     result = run(ops, msg("update", "default/pod/a", pod(rv="9" * 5000), msg_id="u"))
-    assert result.outcome == "stored"
+    assert result.outcome is Kind.STORED
 
 
 def test_no_delta_is_json_equality_so_true_is_not_1(ops: Operations) -> None:
     run(ops, msg("insert", "default/configmap/c", {"a": 1}))
     result = run(ops, msg("update", "default/configmap/c", {"a": True}, msg_id="u"))
-    assert result.outcome == "stored"
+    assert result.outcome is Kind.STORED
     assert ops.store.get("default/configmap/c").value == {"a": True}  # type: ignore[union-attr]
 
 
@@ -526,7 +561,9 @@ def test_a_cloud_answer_after_the_asker_was_answered_is_dropped(ops: Operations)
 
 def test_stopping_answers_the_queries_waiting_on_the_cloud(ops: Operations) -> None:
     ask_remote(ops)
-    result = ops.answer_pending_locally()
+    with ops.store.atomic():
+        result = ops.answer_pending_locally()
+    ops.commit()
     assert only(result, EDGED)["content"]["code"] == 504
     assert ops.pending_queries == 0
 
@@ -538,5 +575,5 @@ def test_every_named_operation_has_a_handler(ops: Operations) -> None:
 
     for op in OPERATIONS:
         result = run(ops, msg(op, "default/pod/x", {"metadata": {}}, msg_id=f"all-{op}"))
-        assert "unsupported_operation" not in result.outcome, op
-    assert "unsupported_operation" in run(ops, msg("frob", "default/pod/x")).outcome
+        assert result.outcome != Failed(400, "unsupported_operation"), op
+    assert run(ops, msg("frob", "default/pod/x")).outcome == Failed(400, "unsupported_operation")

@@ -6,6 +6,7 @@ same guarantees end to end.
 
 from __future__ import annotations
 
+import itertools
 import json
 import queue
 import threading
@@ -17,9 +18,11 @@ import peewee as pw
 import pytest
 
 from mqtt_metamanager import config as config_mod
+from mqtt_metamanager.routing import Outgoing
 from mqtt_metamanager.service import Service
-from mqtt_metamanager.store import Store, StoreError
+from mqtt_metamanager.store import OutboxEntry, Store, StoreError
 from mqtt_metamanager.transport import Connected, Event, Published, Received, Transport
+from tests.support import wait_until
 
 
 def _config(tmp_path: Path) -> config_mod.Config:
@@ -151,7 +154,8 @@ def test_acked_outbox_rows_are_not_forgotten_when_the_transaction_fails(
         entries = service.store.outbox_add(
             [mock.Mock(topic="a", payload=b"1", correlation=None, retain=False)]
         )
-    service.ledger.sent(41, entries[0].id)
+    with mock.patch.object(service.transport, "publish", return_value=41):
+        service.outbox.send(entries)
     service.events.put(Published(41))
     received = Received("kubeedge/metamanager/in/edgehub", _insert(), 5, 1, None, None, 1)
     service.events.put(received)
@@ -164,16 +168,22 @@ def test_acked_outbox_rows_are_not_forgotten_when_the_transaction_fails(
     ):
         service.step(0.1)
         ack.assert_not_called()
-    assert service.ledger.known_rows() == {entries[0].id}
-    assert service.ledger.has_deletions
+    assert service.outbox.known_rows() == {entries[0].id}
+    assert service.outbox.has_deletions
     with (
         mock.patch.object(service.transport, "publish", return_value=2),
         mock.patch.object(service.transport, "ack") as ack,
     ):
-        service._process([received])
+
+        def retried() -> bool:
+            service.step(0.05)  # the input's retry timer fires on a turn
+            return ack.called
+
+        wait_until(retried, 10, "the retry of the input the store failed")
         ack.assert_called_once_with(received)
-    assert entries[0].id not in [e.id for e in service.store.outbox_pending()]
-    assert not service.ledger.has_deletions
+    # Its row is gone (by topic: a deleted row's id may be given to a new row).
+    assert "a" not in [e.publish.topic for e in service.store.outbox_pending()]
+    assert not service.outbox.has_deletions
     service.store.close()
 
 
@@ -193,34 +203,42 @@ def test_inputs_wait_while_the_broker_is_behind_on_our_publishes(tmp_path: Path)
     from mqtt_metamanager.service import MAX_UNACKED_PUBLISHES
 
     service = Service(_config(tmp_path))
-    for mid in range(1, MAX_UNACKED_PUBLISHES + 1):
-        service.ledger.sent(mid, mid)
-    for mid in range(3):
-        service.events.put(
-            Received("kubeedge/metamanager/in/edgehub", _insert(), mid, 1, None, None, 1)
-        )
-    assert service._collect(0.1, handle_inputs=True) == []
-    assert len(service._held) == 3
-    service.events.put(Published(1))
-    batch = service._collect(0.1, handle_inputs=True)
-    assert [r.mid for r in batch] == [0, 1, 2]
-    assert service.ledger.unacked == MAX_UNACKED_PUBLISHES - 1
-    assert service.ledger.has_deletions
+    acked: list[Received] = []
+    with (
+        mock.patch.object(service.transport, "publish", side_effect=itertools.count(1)),
+        mock.patch.object(service.transport, "ack", side_effect=acked.append),
+    ):
+        rows = [OutboxEntry(mid, Outgoing("t", b"{}")) for mid in range(1, 513)]
+        service.outbox.send(rows[:MAX_UNACKED_PUBLISHES])  # mids 1..512, with the broker
+        for mid in range(3):
+            service.events.put(
+                Received("kubeedge/metamanager/in/edgehub", _insert(), mid, 1, None, None, 1)
+            )
+        service.step(0.1)
+        assert acked == []  # taken, held, not applied
+        assert service.store.get("a/pod/b") is None
+        assert service.outbox.unacked == MAX_UNACKED_PUBLISHES
+        service.events.put(Published(1))
+        service.step(0.1)
+    assert [r.mid for r in acked] == [0, 1, 2]
+    assert service.store.get("a/pod/b") is not None
+    # The ack counted (511 left) and its row was deleted with the batch; the batch sent
+    # a forward and a reply for the insert and a reply for each redelivery.
+    assert service.outbox.unacked == MAX_UNACKED_PUBLISHES - 1 + 4
+    assert not service.outbox.has_deletions
     service.store.close()
 
 
 def test_an_outbox_row_paho_refuses_is_dropped_not_fatal(tmp_path: Path) -> None:
     # Defence in depth behind intake's checks: a row paho refuses (a wildcard topic) raised
     # out of the loop after its commit, and from the outbox again on every start.
-    from mqtt_metamanager.routing import Outgoing
-
     service = Service(_config(tmp_path))
     with service.store.atomic():
         bad, good = service.store.outbox_add([Outgoing("a/+/b", b"{}"), Outgoing("a/b", b"{}")])
-    service._publish([bad, good])
-    assert service.ledger.known_rows() == {bad.id, good.id}
-    assert service.ledger.unacked == 1  # only good is with the broker; bad is to delete
-    service._flush_outbox_removals()
+    service.outbox.send([bad, good])
+    assert service.outbox.known_rows() == {bad.id, good.id}
+    assert service.outbox.unacked == 1  # only good is with the broker; bad is to delete
+    service.outbox.flush()
     assert [e.id for e in service.store.outbox_pending()] == [good.id]
     service.store.close()
 

@@ -1,8 +1,6 @@
-"""The remote queries' in-memory state: bounded by configuration, cheap to snapshot."""
+"""The remote queries' in-memory state: bounded by configuration, changed only by a commit."""
 
 from __future__ import annotations
-
-import copy
 
 import pytest
 
@@ -28,24 +26,27 @@ def query(name: str) -> PendingQuery:
 def test_answered_ids_are_bounded_by_the_configured_memory() -> None:
     pending = PendingQueries(answered_memory=2)
     for name in ("a", "b", "c"):
-        q = query(name)
-        pending.add_attempt(q, f"{name}-1")
-        pending.forget(q)
+        pending.forget(pending.add_attempt(query(name), f"{name}-1"))
+        pending.commit()
     assert pending.answered_count == 2
     assert not pending.was_answered("a-1")
     assert pending.was_answered("b-1") and pending.was_answered("c-1")
 
 
-def test_a_snapshot_restores_the_queries_waiting_and_their_attempts() -> None:
+def test_staged_changes_are_seen_at_once_and_kept_only_by_a_commit() -> None:
     pending = PendingQueries()
-    q = query("a")
-    pending.add_attempt(q, "a-1")
-    saved = copy.deepcopy(pending)
-    pending.add_attempt(q, "a-2")
-    pending.forget(q)
-    restored = saved.get("a-1")
-    assert restored is not None and restored.cloud_ids == ["a-1"] and restored.attempts == 1
-    assert "a-2" not in saved and len(saved) == 1
+    first = pending.add_attempt(query("a"), "a-1")
+    assert pending.get("a-1") == first and len(pending) == 1
+    assert pending.committed_count == 0  # what other threads see: only what committed
+    pending.commit()
+    assert pending.committed_count == 1
+    second = pending.add_attempt(first, "a-2")
+    pending.forget(second)
+    assert "a-1" not in pending and pending.was_answered("a-2") and len(pending) == 0
+    pending.discard()  # the transaction rolled back
+    kept = pending.get("a-1")
+    assert kept is not None and kept.cloud_ids == ("a-1",) and kept.attempts == 1
+    assert "a-2" not in pending and not pending.was_answered("a-2") and len(pending) == 1
 
 
 def test_the_answered_memory_is_configured_and_checked() -> None:

@@ -12,6 +12,7 @@ from mqtt_metamanager.envelope import Resource
 from mqtt_metamanager.routing import Outgoing
 from mqtt_metamanager.service import Service
 from mqtt_metamanager.transport import Received
+from tests.support import wait_until
 from tests.unit.conftest import OfflineService
 
 BRIDGE_STATE = "kubeedge/edgehub/bridge"
@@ -45,12 +46,15 @@ def test_a_bridge_state_whose_commit_failed_takes_effect_on_the_retry(
         return real_outbox_add(publishes)
 
     svc.store.outbox_add = outbox_add  # type: ignore[method-assign]
-    received = bridge_state(b"1", 1)
-    svc._process([received])
+    svc.pipeline.process([bridge_state(b"1", 1)])
     assert published == []
     assert not svc.ops.link.connected
-    svc._process([received])  # what the retry timer does
-    assert svc.ops.link.connected
+
+    def retried() -> bool:
+        svc.step(0.05)  # the retry timer fires on a turn
+        return svc.ops.link.connected
+
+    wait_until(retried, 10, "the retry of the bridge state")
     topics = [out.topic for out in published]
     assert topics.count("kubeedge/metamanager/connection") == 1
     assert topics.count("kubeedge/edgehub/in") == 1  # the pod-status sync for ns1
@@ -62,5 +66,5 @@ def test_bridge_payloads(
 ) -> None:
     svc, _published = service
     svc.ops.link = type(svc.ops.link)(not connected, 0)
-    svc._process([bridge_state(payload, 1)])
+    svc.pipeline.process([bridge_state(payload, 1)])
     assert svc.ops.link.connected is connected

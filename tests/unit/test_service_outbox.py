@@ -27,7 +27,7 @@ def test_an_insert_logs_its_forward_and_reply_until_the_broker_acks_them(
     service: tuple[Service, list[Outgoing]],
 ) -> None:
     svc, published = service
-    svc._process([received(envelope("insert", "ns/pod/a", {"metadata": {"name": "a"}}), 1)])
+    svc.pipeline.process([received(envelope("insert", "ns/pod/a", {"metadata": {"name": "a"}}), 1)])
     assert len(published) == 2
     assert len(svc.store.outbox_pending()) == 2
     for mid in (1, 2):
@@ -40,13 +40,13 @@ def test_a_local_query_is_answered_without_an_outbox_row_or_a_write(
     service: tuple[Service, list[Outgoing]],
 ) -> None:
     svc, published = service
-    svc._process([received(envelope("insert", "ns/pod/a", {"metadata": {"name": "a"}}), 1)])
+    svc.pipeline.process([received(envelope("insert", "ns/pod/a", {"metadata": {"name": "a"}}), 1)])
     for mid in (1, 2):
         svc.events.put(Published(mid))
     svc.step(0)
     before = svc.store.changes()
     query = envelope("query", "ns/pod/a", source="edged")
-    svc._process([received(query, 3, response_topic="kubeedge/reply/edged/1")])
+    svc.pipeline.process([received(query, 3, response_topic="kubeedge/reply/edged/1")])
     assert published[-1].topic == "kubeedge/reply/edged/1"
     assert json.loads(published[-1].payload)["content"] == [{"metadata": {"name": "a"}}]
     assert svc.store.outbox_pending() == []
@@ -61,7 +61,7 @@ def test_the_first_connect_resends_only_rows_left_by_the_last_run(
     # The input link can deliver the session's backlog before its SUBACK, so inputs of this
     # run may be applied (and their publishes in flight) before ``Connected``.
     svc, published = service
-    svc._process([received(envelope("insert", "ns/pod/a", {"metadata": {"name": "a"}}), 1)])
+    svc.pipeline.process([received(envelope("insert", "ns/pod/a", {"metadata": {"name": "a"}}), 1)])
     assert len(published) == 2 and len(svc.store.outbox_pending()) == 2
     svc.events.put(Connected(True))
     svc.step(0)
