@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
@@ -18,30 +17,22 @@ from .identity import Refused
 from .intake import deadletter_payload
 from .jsonmerge import merge_patch
 from .outcome import (
-    CLOUD_TIMEOUT,
-    Asked,
     CloudLink,
     Failed,
     Inbound,
     Kind,
     OperationError,
     Outcome,
-    QueryExpired,
-    QueryResend,
     Result,
     Side,
-    Synced,
     Timer,
     TimerEvent,
+    error_result,
+    reply,
 )
-from .remote_query import (
-    ALWAYS_REMOTE,
-    REMOTE_QUERYABLE,
-    PendingQueries,
-    PendingQuery,
-    RemoteQueryPolicy,
-)
-from .routing import METAMANAGER, Outgoing, Topics
+from .podsync import POD, PODSTATUS, podstatus_sync
+from .remote_query import RemoteQueries, RemoteQueryPolicy
+from .routing import Outgoing, Topics
 from .store import Store
 
 __all__ = ["Inbound", "OperationError", "Operations", "RemoteQueryPolicy", "Result", "Timer"]
@@ -67,8 +58,6 @@ MUTATING = frozenset({"insert", "update", "patch", "delete", "response"})
 CONNECT_OPS = frozenset({"connect", "publish"})
 CLOUD_CONNECTED = "cloud_connected"
 CLOUD_DISCONNECTED = "cloud_disconnected"
-POD = "pod"
-PODSTATUS = "podstatus"
 OK = "OK"
 
 
@@ -111,14 +100,6 @@ def _object_resource(message: Message) -> Resource:
     return resource
 
 
-def _name_of(value: Any) -> str | None:
-    if isinstance(value, dict) and isinstance(value.get("metadata"), dict):
-        name = value["metadata"].get("name")
-        if isinstance(name, str) and name and "/" not in name:
-            return name
-    return None
-
-
 class Operations:
     """Every operation of SPEC §5 over one ``Store``, plus cloud-link and remote-query state.
 
@@ -139,12 +120,11 @@ class Operations:
     ) -> None:
         self.store = store
         self.topics = topics
-        self.remote = remote_query or RemoteQueryPolicy()
         self.dedup_window = dedup_window
         self.clock = clock
         self.link = CloudLink(False, clock())  # as committed: what other threads read
         self._staged_link: CloudLink | None = None
-        self._pending = PendingQueries(self.remote.answered_memory)
+        self.queries = RemoteQueries(store, topics, remote_query or RemoteQueryPolicy())
         self._handlers: dict[str, Callable[[Inbound], Result]] = {
             "insert": self._insert,
             "update": self._update,
@@ -164,7 +144,7 @@ class Operations:
         """Apply one input. Store failures propagate (the caller answers 503)."""
         msg = inbound.message
         op = msg.operation
-        remember = op in MUTATING and msg.header.parent_msg_id not in self._pending
+        remember = op in MUTATING and not self.queries.waits_for(msg.header.parent_msg_id)
         if remember:
             replies = self.store.applied_replies(msg.msg_id)
             if replies is not None:
@@ -175,9 +155,9 @@ class Operations:
                 raise OperationError(400, "unsupported_operation", f"operation {op!r} unknown")
             result = handler(inbound)
         except BadMessage as exc:
-            result = self._error_reply(inbound, OperationError(400, exc.reason, exc.message))
+            result = error_result(inbound, OperationError(400, exc.reason, exc.message))
         except OperationError as exc:
-            result = self._error_reply(inbound, exc)
+            result = error_result(inbound, exc)
         if remember:
             self.store.mark_applied(msg.msg_id, result.replies)
         return result
@@ -186,13 +166,13 @@ class Operations:
         """The transaction committed: the link and remote-query changes it made hold."""
         if self._staged_link is not None:
             self.link, self._staged_link = self._staged_link, None
-        self._pending.commit()
+        self.queries.pending.commit()
 
     def discard(self) -> None:
         """The transaction rolled back: so do its link and remote-query changes, or a retry
         would see a change as done."""
         self._staged_link = None
-        self._pending.discard()
+        self.queries.pending.discard()
 
     def _current_link(self) -> CloudLink:
         return self.link if self._staged_link is None else self._staged_link
@@ -204,14 +184,14 @@ class Operations:
         err = refused.error
         result = Result(outcome=Failed(err.code, err.reason))
         if refused.inbound is not None:
-            result = self._error_reply(refused.inbound, err)
+            result = error_result(refused.inbound, err)
         if not result.publishes or refused.notify_operators:
             letter = deadletter_payload(topic, payload, err.reason, err.message, refused.identity)
             result.forwards.append(Outgoing(self.topics.deadletter, letter))
         return result
 
     def store_unavailable(self, inbound: Inbound, text: str) -> Result:
-        return self._error_reply(inbound, OperationError(503, "store_unavailable", text))
+        return error_result(inbound, OperationError(503, "store_unavailable", text))
 
     def set_cloud_link(self, connected: bool) -> Result:
         """Follow the cloud link; on a change publish it, and on reconnect sync at once."""
@@ -232,48 +212,18 @@ class Operations:
         return Outgoing(self.topics.connection, self._current_link().payload(), retain=True)
 
     def podstatus_sync(self) -> Result:
-        """MetaSync: drop statuses of vanished pods, send the rest per namespace."""
-        result = Result(outcome=Kind.SYNC_SKIPPED)
+        """MetaSync (``podsync.py``), while the cloud link is up."""
         if not self._current_link().connected:
-            return result
-        by_namespace: dict[str, list[Any]] = defaultdict(list)
-        dropped = 0
-        for record in self.store.objects(type_=PODSTATUS):
-            if self.store.get(f"{record.namespace}/{POD}/{record.name}") is None:
-                self.store.delete(record.key)
-                dropped += 1
-            else:
-                by_namespace[record.namespace].append(record.value)
-        for namespace, statuses in sorted(by_namespace.items()):
-            sync = Message.new(
-                source=METAMANAGER,
-                group="resource",
-                operation="update",
-                resource=f"{namespace}/{PODSTATUS}",
-                content=statuses,
-            )
-            result.forwards.append(Outgoing.of(self.topics.cloud, sync))
-        sent = sum(len(batch) for batch in by_namespace.values())
-        result.outcome = Synced(len(by_namespace), sent, dropped)
-        return result
+            return Result(outcome=Kind.SYNC_SKIPPED)
+        return podstatus_sync(self.store, self.topics)
 
     def timer_fired(self, event: TimerEvent) -> Result:
-        pending = self._pending.get(event.cloud_id)
-        if pending is None or pending.cloud_ids[-1] != event.cloud_id:
-            return Result(outcome=Kind.TIMER_STALE)  # answered, or a later attempt is out
-        if isinstance(event, QueryResend):
-            return self._send_remote(pending)
-        if pending.attempts <= self.remote.retries:
-            delay = self.remote.backoff_before(pending.attempts)
-            return Result(timers=[Timer(delay, QueryResend(event.cloud_id))], outcome=Kind.BACKOFF)
-        return self._finish_locally(pending)
+        """A timer an earlier result armed (a remote query's) is due."""
+        return self.queries.timer_fired(event)
 
     def answer_pending_locally(self) -> Result:
         """Stopping: every query still waiting on the cloud is answered from the store now."""
-        result = Result(outcome=Kind.ANSWERED_LOCALLY)
-        for pending in self._pending:
-            result.extend(self._finish_locally(pending))
-        return result
+        return self.queries.answer_all_locally()
 
     def prune_dedup(self) -> int:
         return self.store.prune_applied(self.dedup_window)
@@ -281,27 +231,17 @@ class Operations:
     @property
     def pending_queries(self) -> int:
         """Queries waiting on the cloud as of the last commit (read from any thread)."""
-        return self._pending.committed_count
+        return self.queries.pending.committed_count
 
     @property
     def answered_query_ids(self) -> int:
         """Attempt ids of answered remote queries remembered to drop late cloud answers."""
-        return self._pending.answered_count
+        return self.queries.pending.answered_count
 
     # -- helpers --------------------------------------------------------------------------
 
-    def _reply(self, inbound: Inbound, operation: str, content: Any) -> list[Outgoing]:
-        out = inbound.reply_to.reply(inbound.message.reply(METAMANAGER, operation, content))
-        return [] if out is None else [out]
-
     def _ok(self, inbound: Inbound, outcome: Outcome, *forwards: Outgoing) -> Result:
-        return Result(list(forwards), self._reply(inbound, "response", OK), outcome=outcome)
-
-    def _error_reply(self, inbound: Inbound, err: OperationError) -> Result:
-        return Result(
-            replies=self._reply(inbound, "error", err.content()),
-            outcome=Failed(err.code, err.reason),
-        )
+        return Result(list(forwards), reply(inbound, "response", OK), outcome=outcome)
 
     def _forward_to_other_side(self, inbound: Inbound) -> Outgoing:
         """From edged to the cloud; from the cloud (or any other module) to edged."""
@@ -369,78 +309,18 @@ class Operations:
         else:
             text = self.store.value_text(resource.key)
             local = [] if text is None else [text]
-        if self._should_ask_cloud(inbound, resource, has_local=bool(local)):
-            pending = PendingQuery(inbound, resource)
-            return self._send_remote(pending)
+        connected = self._current_link().connected
+        if connected and self.queries.should_ask(inbound, resource, has_local=bool(local)):
+            return self.queries.ask(inbound, resource)
         if not local and not resource.is_list:
             raise OperationError(404, "not_found", f"{resource} is not stored")
-        reply = self._reply(inbound, "response", JSONText.array(local))
-        return Result(replies=reply, outcome=Kind.LOCAL)
-
-    def _should_ask_cloud(self, inbound: Inbound, resource: Resource, has_local: bool) -> bool:
-        if not self._current_link().connected or resource.type not in REMOTE_QUERYABLE:
-            return False
-        # A cloud asking us is answered from what we have; asking it back makes no sense.
-        if inbound.side is Side.CLOUD:
-            return False
-        return resource.type in ALWAYS_REMOTE or not has_local
-
-    def _send_remote(self, pending: PendingQuery) -> Result:
-        request = pending.request.message
-        ask = Message.new(
-            source=METAMANAGER,
-            group=request.route.group or "resource",
-            operation="query",
-            resource=request.route.resource,
-            content=request.content,
-        )
-        pending = self._pending.add_attempt(pending, ask.msg_id)
-        return Result(
-            forwards=[Outgoing.of(self.topics.cloud, ask)],
-            timers=[Timer(self.remote.timeout, QueryExpired(ask.msg_id))],
-            outcome=Asked(pending.attempts),
-        )
-
-    def _finish_locally(self, pending: PendingQuery) -> Result:
-        self._pending.forget(pending)
-        resource = pending.resource
-        if resource.is_list:
-            local = [o.value for o in self.store.objects(resource.namespace, resource.type)]
-        else:
-            obj = self.store.get(resource.key)
-            local = [] if obj is None else [obj.value]
-        if local:
-            reply = self._reply(pending.request, "response", local)
-            return Result(replies=reply, outcome=Kind.REMOTE_FALLBACK)
-        text = f"no answer from the cloud for {resource}"
-        err = OperationError(CLOUD_TIMEOUT.code, CLOUD_TIMEOUT.reason, text)
-        return self._error_reply(pending.request, err)
-
-    def _complete_remote(self, pending: PendingQuery, msg: Message) -> Result:
-        self._pending.forget(pending)
-        if msg.operation == "error":
-            reply = self._reply(pending.request, "error", msg.content)
-            return Result(replies=reply, outcome=Kind.REMOTE_ERROR)
-        resource = pending.resource
-        items = msg.content if isinstance(msg.content, list) else [msg.content]
-        objects = [item for item in items if isinstance(item, dict)]
-        for obj in objects:
-            if not resource.is_list:
-                self.store.put(resource, obj)
-            elif (name := _name_of(obj)) is not None:
-                self.store.put(Resource(resource.namespace, resource.type, name), obj)
-        reply = self._reply(pending.request, "response", objects)
-        return Result(replies=reply, outcome=Kind.REMOTE_ANSWER)
+        return Result(replies=reply(inbound, "response", JSONText.array(local)), outcome=Kind.LOCAL)
 
     def _response(self, inbound: Inbound) -> Result:
         msg = inbound.message
-        pending = self._pending.get(msg.header.parent_msg_id)
-        if pending is not None:
-            return self._complete_remote(pending, msg)
-        if self._pending.was_answered(msg.header.parent_msg_id):
-            # The asker already had its answer (an earlier attempt, a fallback or a 504):
-            # edged must not get a response it never asked for.
-            return Result(outcome=Kind.LATE_ANSWER)
+        answered = self.queries.answer(msg)
+        if answered is not None:
+            return answered
         outcome = Kind.FORWARDED
         if msg.operation == "response" and isinstance(msg.content, dict):
             resource = msg.resource()
@@ -458,5 +338,5 @@ class Operations:
 
     def _internal_sync(self, inbound: Inbound) -> Result:
         result = self.podstatus_sync()
-        result.replies.extend(self._reply(inbound, "response", OK))
+        result.replies.extend(reply(inbound, "response", OK))
         return result

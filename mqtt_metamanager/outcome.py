@@ -14,7 +14,7 @@ from enum import Enum
 from typing import Any
 
 from .envelope import Message, now_ms
-from .routing import Outgoing, ReplyTo
+from .routing import METAMANAGER, Outgoing, ReplyTo
 
 
 class OperationError(Exception):
@@ -186,3 +186,16 @@ class CloudLink:
 
     def payload(self) -> bytes:
         return json.dumps({"connected": self.connected, "since": self.since}).encode()
+
+
+def reply(inbound: Inbound, operation: str, content: Any) -> list[Outgoing]:
+    """The reply to ``inbound`` (``response`` or ``error``), or none if nobody can be told."""
+    out = inbound.reply_to.reply(inbound.message.reply(METAMANAGER, operation, content))
+    return [] if out is None else [out]
+
+
+def error_result(inbound: Inbound, err: OperationError) -> Result:
+    """An input answered with ``err``."""
+    return Result(
+        replies=reply(inbound, "error", err.content()), outcome=Failed(err.code, err.reason)
+    )

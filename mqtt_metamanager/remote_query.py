@@ -1,7 +1,8 @@
-"""Remote queries: which types the cloud is asked for, and the queries waiting on it.
+"""Remote queries: which types the cloud is asked for, asking it, and the queries waiting.
 
 A query may be sent several times (retries); each attempt has its own cloud msg_id, and a
-``response`` to any of them completes the query.
+``response`` to any of them completes the query. Unanswered after the last attempt, it is
+answered from the store, or 504 when the store has nothing.
 """
 
 from __future__ import annotations
@@ -9,11 +10,28 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import tenacity
 
-from .envelope import Resource
-from .outcome import Inbound
+from .envelope import Message, Resource
+from .outcome import (
+    CLOUD_TIMEOUT,
+    Asked,
+    Inbound,
+    Kind,
+    OperationError,
+    QueryExpired,
+    QueryResend,
+    Result,
+    Side,
+    Timer,
+    TimerEvent,
+    error_result,
+    reply,
+)
+from .routing import METAMANAGER, Outgoing, Topics
+from .store import Store
 from .timers import backoff_delay
 
 REMOTE_QUERYABLE = frozenset(
@@ -141,3 +159,118 @@ class PendingQueries:
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
+
+
+def _name_of(value: Any) -> str | None:
+    if isinstance(value, dict) and isinstance(value.get("metadata"), dict):
+        name = value["metadata"].get("name")
+        if isinstance(name, str) and name and "/" not in name:
+            return name
+    return None
+
+
+class RemoteQueries:
+    """Asks the cloud for what the store lacks, and answers the asker when the cloud does,
+    or when it does not in time. The waiting queries change with the transaction
+    (``pending``: the caller commits or discards them)."""
+
+    def __init__(self, store: Store, topics: Topics, policy: RemoteQueryPolicy) -> None:
+        self.store = store
+        self.topics = topics
+        self.policy = policy
+        self.pending = PendingQueries(policy.answered_memory)
+
+    def should_ask(self, inbound: Inbound, resource: Resource, *, has_local: bool) -> bool:
+        """Whether a query goes to the cloud (the link being up): SPEC §5, Query."""
+        if resource.type not in REMOTE_QUERYABLE:
+            return False
+        # A cloud asking us is answered from what we have; asking it back makes no sense.
+        if inbound.side is Side.CLOUD:
+            return False
+        return resource.type in ALWAYS_REMOTE or not has_local
+
+    def ask(self, inbound: Inbound, resource: Resource) -> Result:
+        return self._send(PendingQuery(inbound, resource))
+
+    def waits_for(self, cloud_id: str) -> bool:
+        """Whether a message whose parent is ``cloud_id`` answers a query waiting here."""
+        return cloud_id in self.pending
+
+    def answer(self, msg: Message) -> Result | None:
+        """The cloud's ``response`` or ``error`` to one of our queries, passed on to the
+        asker; None when it answers none of ours."""
+        parent = msg.header.parent_msg_id
+        pending = self.pending.get(parent)
+        if pending is not None:
+            return self._complete(pending, msg)
+        if self.pending.was_answered(parent):
+            # The asker already had its answer (an earlier attempt, a fallback or a 504):
+            # it must not get a response it never asked for.
+            return Result(outcome=Kind.LATE_ANSWER)
+        return None
+
+    def timer_fired(self, event: TimerEvent) -> Result:
+        pending = self.pending.get(event.cloud_id)
+        if pending is None or pending.cloud_ids[-1] != event.cloud_id:
+            return Result(outcome=Kind.TIMER_STALE)  # answered, or a later attempt is out
+        if isinstance(event, QueryResend):
+            return self._send(pending)
+        if pending.attempts <= self.policy.retries:
+            delay = self.policy.backoff_before(pending.attempts)
+            return Result(timers=[Timer(delay, QueryResend(event.cloud_id))], outcome=Kind.BACKOFF)
+        return self._finish_locally(pending)
+
+    def answer_all_locally(self) -> Result:
+        """Every query still waiting on the cloud is answered from the store now."""
+        result = Result(outcome=Kind.ANSWERED_LOCALLY)
+        for pending in self.pending:
+            result.extend(self._finish_locally(pending))
+        return result
+
+    def _send(self, pending: PendingQuery) -> Result:
+        request = pending.request.message
+        ask = Message.new(
+            source=METAMANAGER,
+            group=request.route.group or "resource",
+            operation="query",
+            resource=request.route.resource,
+            content=request.content,
+        )
+        pending = self.pending.add_attempt(pending, ask.msg_id)
+        return Result(
+            forwards=[Outgoing.of(self.topics.cloud, ask)],
+            timers=[Timer(self.policy.timeout, QueryExpired(ask.msg_id))],
+            outcome=Asked(pending.attempts),
+        )
+
+    def _finish_locally(self, pending: PendingQuery) -> Result:
+        self.pending.forget(pending)
+        resource = pending.resource
+        if resource.is_list:
+            local = [o.value for o in self.store.objects(resource.namespace, resource.type)]
+        else:
+            obj = self.store.get(resource.key)
+            local = [] if obj is None else [obj.value]
+        if local:
+            answer = reply(pending.request, "response", local)
+            return Result(replies=answer, outcome=Kind.REMOTE_FALLBACK)
+        text = f"no answer from the cloud for {resource}"
+        return error_result(
+            pending.request, OperationError(CLOUD_TIMEOUT.code, CLOUD_TIMEOUT.reason, text)
+        )
+
+    def _complete(self, pending: PendingQuery, msg: Message) -> Result:
+        self.pending.forget(pending)
+        if msg.operation == "error":
+            answer = reply(pending.request, "error", msg.content)
+            return Result(replies=answer, outcome=Kind.REMOTE_ERROR)
+        resource = pending.resource
+        items = msg.content if isinstance(msg.content, list) else [msg.content]
+        objects = [item for item in items if isinstance(item, dict)]
+        for obj in objects:
+            if not resource.is_list:
+                self.store.put(resource, obj)
+            elif (name := _name_of(obj)) is not None:
+                self.store.put(Resource(resource.namespace, resource.type, name), obj)
+        answer = reply(pending.request, "response", objects)
+        return Result(replies=answer, outcome=Kind.REMOTE_ANSWER)
