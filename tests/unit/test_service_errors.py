@@ -44,6 +44,9 @@ def test_an_input_that_meets_a_bug_gets_500_is_acked_and_applies_nothing(
     [error] = [e for e in errors if e["route"]["operation"] == "error"]
     assert error["header"]["parent_msg_id"] == "poison"
     assert error["content"]["code"] == 500
+    # Staged in the outbox like any answer (a fresh transaction), until the broker acks it.
+    logged = [json.loads(e.publish.payload) for e in svc.store.outbox_pending()]
+    assert error in logged
 
 
 def test_a_rejected_input_claiming_to_be_metamanager_is_a_dead_letter(
