@@ -85,6 +85,8 @@ class StoreRetries:
             if line is None:
                 ready.append(handled)
             else:
+                # Not handled until its turn (what a rolled-back attempt left is void).
+                handled.result, handled.entries = NOT_HANDLED, []
                 line.append(handled)
         return ready
 

@@ -82,12 +82,22 @@ def _has_effect(outcome: Outcome) -> bool:
     )
 
 
+_PLAIN: dict[Outcome, Reading] = {}  # the readings of outcomes with nothing more to read
+PLAIN_MAX = 256  # outcomes are values of a closed set in the code; a bound all the same
+
+
 def read(result: Result) -> Reading:
     """Read one result's outcome and the outcomes ``Result.extend`` merged into it."""
     outcome = result.outcome
     link = "up" if outcome is Kind.CONNECTED else "down" if outcome is Kind.DISCONNECTED else ""
     if not result.merged and not _has_effect(outcome):
-        return Reading(outcome.label, link=link)  # most inputs: nothing more to read
+        # Most inputs: one reading per outcome, made once (the loop reads one per input).
+        reading = _PLAIN.get(outcome)
+        if reading is None:
+            reading = Reading(outcome.label, link=link)
+            if len(_PLAIN) < PLAIN_MAX:
+                _PLAIN[outcome] = reading
+        return reading
     remote: list[str] = []
     attempts = 0
     syncs: list[Synced | None] = []
