@@ -64,7 +64,7 @@ class Pipeline:
         self.ack = ack
         self.max_payload = max_payload
         self.bridge_topic = bridge_topic
-        self.on_commit = on_commit  # after every commit (the Kubernetes change feed)
+        self.on_commit = on_commit  # after a commit that changed objects (the change feed)
         self.retries = StoreRetries()
 
     def process(self, batch: Iterable[Received]) -> list[Handled]:
@@ -90,6 +90,7 @@ class Pipeline:
     def transaction(self) -> Iterator[None]:
         """A store transaction (with the outbox's deletions); the in-memory state the
         operations staged in it holds only if it commits."""
+        revision = self.outbox.store.revision
         try:
             with self.outbox.transaction():
                 yield
@@ -97,7 +98,8 @@ class Pipeline:
             self.ops.discard()
             raise
         self.ops.commit()
-        self.on_commit()
+        if self.outbox.store.revision != revision:
+            self.on_commit()  # only a change of an object is news to the change feed
 
     def internal(self, work: Callable[[], Result], *, retry: bool = True) -> None:
         """Run work that is not an input (timers, syncs) with its publishes in the outbox.
