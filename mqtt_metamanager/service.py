@@ -27,9 +27,7 @@ from .envelope import now_ms
 from .heapwatch import HeapWatch
 from .http import endpoint_for
 from .identity import AccessPolicy, Refused
-from .kube.api import KubeAPI
-from .kube.feed import ChangeFeed
-from .kube.reader import StoreReader
+from .kube.serving import KubeServing
 from .ledger import UNLOGGED, PublishLedger
 from .metrics import BRIDGE_STATE, ServiceMetrics
 from .operations import Operations
@@ -114,14 +112,13 @@ class Service:
         self.timers = TimerQueue()
         self.metrics = ServiceMetrics(self.topics.deadletter)
         self.metrics.watch(self.store, self.transport, self.ops)
-        self.feed: ChangeFeed | None = None
-        kube: KubeAPI | None = None
+        self.kube: KubeServing | None = None
         if config.http.listen and config.kube.api:
-            # The API reads on connections of its own; the loop only wakes the feed.
-            reader = StoreReader(config.database.path)
-            self.feed = ChangeFeed(reader, self.store.revision)
-            kube = KubeAPI(reader, self.feed)
-        self.http = endpoint_for(config.http, self.metrics, kube)
+            self.kube = KubeServing(config.database.path, self.store.revision, config.kube)
+            self.metrics.registry.register(self.kube)
+        self.http = endpoint_for(
+            config.http, self.metrics, None if self.kube is None else self.kube.api
+        )
         self.ledger = PublishLedger()
         self._held: deque[Received] = deque()  # inputs received, not yet taken
         self._failures: dict[int, int] = {}  # input mid -> store failures so far
@@ -153,8 +150,8 @@ class Service:
             self.config.mqtt.host,
             self.config.mqtt.port,
         )
-        if self.feed is not None:
-            self.feed.start()
+        if self.kube is not None:
+            self.kube.start()
         if self.http is not None:
             self.http.start()  # before the broker: /healthz and /readyz answer while it is away
         if not self.transport.start(cancel=self._stop):
@@ -162,8 +159,8 @@ class Service:
             self.store.close()
             if self.http is not None:
                 self.http.stop()
-            if self.feed is not None:
-                self.feed.stop()
+            if self.kube is not None:
+                self.kube.stop()
             return
         self.timers.call_later(self.config.meta.sync.podstatus.interval, self._periodic_sync)
         self.timers.call_later(PRUNE_INTERVAL, self._prune)
@@ -189,8 +186,8 @@ class Service:
         self.store.close()
         if self.http is not None:
             self.http.stop()
-        if self.feed is not None:
-            self.feed.stop()
+        if self.kube is not None:
+            self.kube.stop()
         log.info(
             "stopped: %s unacked_publishes=%d max_held_inputs=%d",
             " ".join(f"{k}={v}" for k, v in self.metrics.totals().items()),
@@ -430,8 +427,8 @@ class Service:
 
     def _committed(self) -> None:
         """After a commit: Kubernetes watches follow the store (never waits on them)."""
-        if self.feed is not None:
-            self.feed.notify()
+        if self.kube is not None:
+            self.kube.committed()
 
     # -- timers ------------------------------------------------------------------------------
 
