@@ -23,7 +23,7 @@ from .feed import ChangeFeed
 from .reader import Change, Row, Snapshot, StoreReader
 from .resources import BY_PLURAL, KINDS, Kind
 from .selectors import Selector, SelectorError
-from .served import API_VERSION, ServedCache, dress
+from .served import API_VERSION, ServedCache, dress, event_line, served_json
 
 MAX_TIMEOUT = 3600  # seconds a watch may last before the client starts a new one
 BOOKMARK_EVERY = 10.0  # seconds between bookmarks, when asked for
@@ -225,9 +225,14 @@ class KubeAPI:
         last = sub.start
         try:
             for event, row in backlog:
-                obj = dress(row, target.kind)
-                if self._wanted(target, selector, obj):
-                    yield _line(event, obj)
+                if self._wanted(target, selector, row):
+                    # Current objects as the cache keeps them; past changes made anew.
+                    text = (
+                        self.served.text(row, target.kind)
+                        if isinstance(row, Row)
+                        else served_json(row, target.kind)
+                    )
+                    yield event_line(event, orjson.Fragment(text))
             next_bookmark = time.monotonic() + BOOKMARK_EVERY
             while not sub.dropped.is_set():
                 now = time.monotonic()
@@ -250,36 +255,29 @@ class KubeAPI:
                         break
                 lines = []
                 for delivery in batch:
-                    change = delivery.change
-                    last = change.revision
-                    if target.namespace is not None and change.namespace != target.namespace:
-                        continue
-                    obj = delivery.object(lambda c: dress(c, target.kind))
-                    if self._wanted(target, selector, obj):
-                        lines.append(delivery.line(_line, obj))
+                    last = delivery.change.revision
+                    if self._wanted(target, selector, delivery.change):
+                        lines.append(delivery.line(target.kind))
                 if lines:
                     yield b"".join(lines)
         finally:
             self.feed.unsubscribe(sub)
 
     @staticmethod
-    def _wanted(target: Target, selector: Selector, obj: dict[str, Any]) -> bool:
-        namespace = obj.get("metadata", {}).get("namespace")
-        if target.namespace is not None and namespace != target.namespace:
+    def _wanted(target: Target, selector: Selector, row: Row | Change) -> bool:
+        # Namespace and name as stored (as a list filters them); only a selector needs
+        # the object itself.
+        if target.namespace is not None and row.namespace != target.namespace:
             return False
-        if target.name is not None and obj.get("metadata", {}).get("name") != target.name:
+        if target.name is not None and row.name != target.name:
             return False
-        return selector.matches(obj)
-
-
-def _line(event: str, obj: dict[str, Any]) -> bytes:
-    return orjson.dumps({"type": event, "object": obj}) + b"\n"
+        return selector.everything or selector.matches(dress(row, target.kind))
 
 
 def _bookmark(kind: Kind, revision: int) -> bytes:
     obj = {"kind": kind.kind, "apiVersion": API_VERSION,
            "metadata": {"resourceVersion": str(revision)}}  # fmt: skip
-    return _line("BOOKMARK", obj)
+    return event_line("BOOKMARK", obj)
 
 
 def _encode_continue(token: dict[str, Any]) -> str:

@@ -13,11 +13,13 @@ import logging
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+
+import orjson
 
 from .reader import Change, StoreReader
+from .resources import Kind
+from .served import event_line, served_json
 
 log = logging.getLogger(__name__)
 
@@ -26,24 +28,20 @@ READ_CHUNK = 1000  # changes read per query
 
 
 class Delivery:
-    """One change as every watcher of its kind gets it: the same instance for all, so the
-    object is decoded and its event line encoded once, by the first watcher that needs it."""
+    """One change as every watcher of its kind gets it: the same instance for all, so its
+    event line is made once, by the first watcher that sends it. Only that line is kept
+    (not the decoded object: ten busy watchers 256 changes behind held megabytes)."""
 
-    __slots__ = ("_line", "_object", "change")
+    __slots__ = ("_line", "change")
 
     def __init__(self, change: Change) -> None:
         self.change = change
-        self._object: dict[str, Any] | None = None
         self._line: bytes | None = None
 
-    def object(self, dress: Callable[[Change], dict[str, Any]]) -> dict[str, Any]:
-        if self._object is None:
-            self._object = dress(self.change)
-        return self._object
-
-    def line(self, encode: Callable[[str, dict[str, Any]], bytes], obj: dict[str, Any]) -> bytes:
+    def line(self, kind: Kind) -> bytes:
         if self._line is None:
-            self._line = encode(self.change.event, obj)
+            text = served_json(self.change, kind)
+            self._line = event_line(self.change.event, orjson.Fragment(text))
         return self._line
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import tracemalloc
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -282,8 +283,46 @@ def test_the_served_cache_keeps_to_its_bytes_dropping_the_least_recently_read() 
     assert newer["metadata"]["resourceVersion"] == "2"
 
 
+def test_the_served_cache_holds_in_memory_about_what_it_counts() -> None:
+    # orjson's result keeps the buffer it grew, up to 8 times its length: a cache that
+    # counted len() held eight times its bound.
+    cache = ServedCache(max_bytes=1 << 20)
+    rows = [served_row(i, app="x" * 700) for i in range(200)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for row in rows:
+            cache.text(row, BY_PLURAL["pods"])
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(cache) == 200
+    assert held <= 1.5 * cache.size
+
+
 def test_a_cache_of_no_bytes_keeps_nothing_and_still_serves() -> None:
     cache = ServedCache(max_bytes=0)
     served = json.loads(cache.text(served_row(1), BY_PLURAL["pods"]))
     assert served["kind"] == "Pod" and served["metadata"]["name"] == "p1"
     assert len(cache) == 0 and cache.size == 0
+
+
+def test_a_watch_sends_only_what_its_namespace_and_selectors_ask_for(
+    edge: Edge, api: KubeAPI
+) -> None:
+    edge.put("default/pod/before", pod("before", app="x"))
+    watch = api.get(
+        "/api/v1/namespaces/default/pods",
+        "watch=true&labelSelector=app%3Dx&resourceVersion=1",
+    )
+    assert isinstance(watch, Watch)
+    edge.put("other/pod/o", pod("o", "other", app="x"))
+    edge.put("default/pod/y", pod("y", app="y"))
+    edge.put("default/pod/x", pod("x", app="x"))
+    edge.put("default/pod/before", pod("before", app="y"))  # leaves the selection
+    [first] = lines(watch, 1)
+    assert (first["type"], first["object"]["metadata"]["name"]) == ("ADDED", "x")
+    by_name = api.get("/api/v1/pods", "watch=true&fieldSelector=metadata.name%3Dy")
+    assert isinstance(by_name, Watch)
+    [found] = lines(by_name, 1)
+    assert found["object"]["metadata"]["labels"] == {"app": "y"}
