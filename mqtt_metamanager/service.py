@@ -428,7 +428,7 @@ class Service:
     def _committed(self) -> None:
         """After a commit: Kubernetes watches follow the store (never waits on them)."""
         if self.kube is not None:
-            self.kube.committed()
+            self.kube.committed(self.store.revision)
 
     # -- timers ------------------------------------------------------------------------------
 

@@ -1,8 +1,9 @@
 """The change feed behind every watch.
 
-After each commit the message loop calls ``ChangeFeed.notify()``: it sets an event and
-returns, whatever the watchers do. The feed's own thread then reads the new changes once
-(from its own SQLite connection) and hands each to the watchers of its kind through
+After each commit the message loop calls ``ChangeFeed.notify(revision)``: it sets an
+event and returns, whatever the watchers do. The feed's own thread then reads the new
+changes once (from its own SQLite connection), if anyone watches, and hands each to the
+watchers of its kind through
 bounded queues. A watcher whose queue is full is dropped (its stream ends; the client
 lists again), so a slow or stuck client can neither slow the loop nor make memory grow.
 """
@@ -61,6 +62,7 @@ class ChangeFeed:
     def __init__(self, reader: StoreReader, revision: int) -> None:
         self.reader = reader
         self.position = revision  # every change up to here has been handed out
+        self._committed = revision  # the newest revision the loop said it committed
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -79,8 +81,9 @@ class ChangeFeed:
                 sub.dropped.set()
             self._subscriptions.clear()
 
-    def notify(self) -> None:
-        """Called by the message loop after a commit: never blocks."""
+    def notify(self, revision: int) -> None:
+        """Called by the message loop after committing ``revision``: never blocks."""
+        self._committed = revision
         self._wake.set()
 
     @property
@@ -117,6 +120,13 @@ class ChangeFeed:
                 conn.close()
 
     def _hand_out(self, conn: sqlite3.Connection) -> None:
+        with self._lock:
+            if not self._subscriptions:
+                # Nobody to hand changes to: nothing to read (under an MQTT burst that
+                # read was most of this thread's share of the CPU). A later watcher
+                # reads what came before its start from the store itself.
+                self.position = max(self.position, self._committed)
+                return
         while not self._stop.is_set():
             with self.reader.snapshot(conn) as snap:
                 changes = snap.all_changes(self.position, READ_CHUNK)

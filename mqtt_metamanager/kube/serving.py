@@ -27,9 +27,9 @@ class KubeServing:
     def start(self) -> None:
         self.feed.start()
 
-    def committed(self) -> None:
-        """After a commit: watches follow the store (never waits on them)."""
-        self.feed.notify()
+    def committed(self, revision: int) -> None:
+        """After committing ``revision``: watches follow the store (never waits on them)."""
+        self.feed.notify(revision)
 
     def stop(self) -> None:
         self.feed.stop()

@@ -52,7 +52,7 @@ class Edge:
         self.committed()
 
     def committed(self) -> None:
-        self.serving.committed()
+        self.serving.committed(self.store.revision)
         feed = self.serving.feed
         wait_until(lambda: feed.position == self.store.revision, 5, "the feed to catch up")
 
