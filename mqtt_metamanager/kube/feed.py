@@ -3,9 +3,9 @@
 After each commit the message loop calls ``ChangeFeed.notify(revision)``: it sets an
 event and returns, whatever the watchers do. The feed's own thread then reads the new
 changes once (from its own SQLite connection), if anyone watches, and hands each to the
-watchers of its kind through
-bounded queues. A watcher whose queue is full is dropped (its stream ends; the client
-lists again), so a slow or stuck client can neither slow the loop nor make memory grow.
+watchers of its kind through bounded queues. A watcher whose queue is full is dropped (its
+stream ends; the client lists again), so a slow or stuck client can neither slow the loop
+nor make memory grow.
 """
 
 from __future__ import annotations
