@@ -6,15 +6,10 @@
 
 from __future__ import annotations
 
-import argparse
 import ipaddress
-import os
 import re
 import string
 from dataclasses import dataclass, field
-from pathlib import Path
-
-from .config import Config
 
 DEFAULT_BRIDGE_NAME = "cloud"
 # Reconnect backoff: first retry after ~2 s, never more than 10 s apart.
@@ -249,94 +244,3 @@ def render(settings: BridgeSettings) -> str:
         options="\n".join(settings.option_lines()),
     )
     return text.rstrip("\n") + "\n"
-
-
-def read_password_file(path: str) -> str:
-    try:
-        return Path(path).read_text().strip()
-    except OSError as exc:
-        raise BridgeConfigError(f"--password-file: cannot read {path}: {exc.strerror}") from None
-
-
-def write_config(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` readable by its owner only (it may hold a password)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``bridge-config`` options; node and prefix default to the service's config."""
-    add = parser.add_argument
-    add(
-        "--cloud",
-        action="append",
-        required=True,
-        metavar="HOST:PORT",
-        help="cloud broker address; repeat for fallbacks, tried in order",
-    )
-    add("--node", help="node name (default: node.name)")
-    add("--prefix", help="topic prefix (default: mqtt.topic_prefix)")
-    add("--name", default=DEFAULT_BRIDGE_NAME, help="bridge connection name (default: %(default)s)")
-    add("--clientid", default="", help="client id on the cloud broker (default: <prefix>-<node>)")
-    add("--username", default="", help="user name on the cloud broker")
-    add("--password-file", default="", help="file holding the password (read now, embedded)")
-    add("--cafile", default="", help="CA certificate file, as the edge broker sees it (TLS)")
-    add("--capath", default="", help="CA certificate directory, e.g. /etc/ssl/certs (TLS)")
-    add("--certfile", default="", help="client certificate, with --keyfile (TLS)")
-    add("--keyfile", default="", help="client private key, with --certfile (TLS)")
-    add(
-        "--insecure",
-        action="store_true",
-        help="do not check that the cloud's certificate names its host (TLS; tests only)",
-    )
-    add(
-        "--restart-timeout",
-        type=int,
-        nargs="+",
-        metavar="SECONDS",
-        default=list(DEFAULT_RESTART_TIMEOUT),
-        help="reconnect delay: SECONDS, or BASE CAP for backoff (default: 2 10)",
-    )
-    add(
-        "--keepalive",
-        type=int,
-        default=DEFAULT_KEEPALIVE,
-        help="seconds between pings to the cloud (default: %(default)s)",
-    )
-    add(
-        "--no-try-private",
-        dest="try_private",
-        action="store_false",
-        help="for cloud brokers that refuse Mosquitto's bridge flag",
-    )
-    add("--protocol", default="mqttv311", choices=PROTOCOLS, help="MQTT version to the cloud")
-    add(
-        "--insecure-plaintext",
-        action="store_true",
-        help="allow a cloud that is not on this host without TLS (its traffic in the clear)",
-    )
-    add("-o", "--output", help="write to this file (mode 0600) instead of stdout")
-
-
-def settings_from_args(args: argparse.Namespace, config: Config) -> BridgeSettings:
-    return BridgeSettings(
-        node=args.node or config.node.name,
-        cloud=tuple(CloudAddress.parse(text) for text in args.cloud),
-        prefix=args.prefix or config.mqtt.topic_prefix,
-        name=args.name,
-        remote_clientid=args.clientid,
-        qos=config.mqtt.qos,
-        username=args.username,
-        password=read_password_file(args.password_file) if args.password_file else "",
-        cafile=args.cafile,
-        capath=args.capath,
-        certfile=args.certfile,
-        keyfile=args.keyfile,
-        insecure=args.insecure,
-        restart_timeout=tuple(args.restart_timeout),
-        keepalive=args.keepalive,
-        try_private=args.try_private,
-        protocol=args.protocol,
-        insecure_plaintext=args.insecure_plaintext,
-    )

@@ -13,9 +13,8 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from . import cli_auth
+from . import cli_auth, cli_bridge
 from . import config as config_mod
-from .bridge import add_arguments as bridge_arguments
 from .config import Config, ConfigError, MQTTConfig
 from .envelope import BadMessage, Message, message_from_dict, new_msg_id, now_ms, parse_json
 
@@ -266,21 +265,6 @@ def cmd_bench(cfg: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_bridge_config(cfg: Config, args: argparse.Namespace) -> int:
-    from . import bridge
-
-    try:
-        text = bridge.render(bridge.settings_from_args(args, cfg))
-    except bridge.BridgeConfigError as exc:
-        print(f"bridge-config: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    if args.output:
-        bridge.write_config(args.output, text)
-    else:
-        sys.stdout.write(text)
-    return EXIT_OK
-
-
 def _add_login_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--username", help="broker user name, also the identity (mqtt.username)")
     p.add_argument("--password-file", help="file holding the password (mqtt.password_file)")
@@ -367,10 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_auth.add_parser(sub)
 
-    p = sub.add_parser("bridge-config", help="print the Mosquitto bridge config for the cloud link")
-    p.add_argument("-c", "--config", dest="sub_config", help="config file")
-    bridge_arguments(p)
-    p.set_defaults(func=cmd_bridge_config)
+    cli_bridge.add_parser(sub)
 
     return parser
 

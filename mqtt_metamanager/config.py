@@ -138,6 +138,9 @@ class KubeConfig:
     # than this many seconds; a watch from before it gets 410 Gone and lists again.
     history_changes: int = 10_000
     history_seconds: float = 600.0
+    # The served JSON of objects read by gets and lists, kept while each one's revision
+    # holds (0: none kept). 4 MiB holds about 4,000 pods of 1 KiB.
+    cache_bytes: int = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -182,6 +185,7 @@ _RULES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("http.ready_outbox_lag", lambda v: v > 0, "a positive number of seconds"),
     ("kube.history_changes", lambda v: 1 <= v <= 10_000_000, "1 to 10000000"),
     ("kube.history_seconds", lambda v: v > 0, "a positive number of seconds"),
+    ("kube.cache_bytes", lambda v: 0 <= v <= 1 << 30, "0 (none) to 1073741824"),
 ]
 
 

@@ -20,9 +20,7 @@ from .config import Config
 from .heapwatch import HeapWatch
 from .http import endpoint_for
 from .identity import AccessPolicy
-from .kube.api import KubeAPI
-from .kube.feed import ChangeFeed
-from .kube.reader import StoreReader
+from .kube.serving import KubeServing
 from .metrics import ServiceMetrics
 from .operations import Operations
 from .outbox import Outbox
@@ -87,14 +85,13 @@ class Service:
         self.timers = TimerQueue()
         self.metrics = ServiceMetrics(self.topics.deadletter)
         self.metrics.watch(self.store, self.transport, self.ops)
-        self.feed: ChangeFeed | None = None
-        kube: KubeAPI | None = None
+        self.kube: KubeServing | None = None
         if config.http.listen and config.kube.api:
-            # The API reads on connections of its own; the loop only wakes the feed.
-            reader = StoreReader(config.database.path)
-            self.feed = ChangeFeed(reader, self.store.revision)
-            kube = KubeAPI(reader, self.feed)
-        self.http = endpoint_for(config.http, self.metrics, kube)
+            self.kube = KubeServing(config.database.path, self.store.revision, config.kube)
+            self.metrics.registry.register(self.kube)
+        self.http = endpoint_for(
+            config.http, self.metrics, None if self.kube is None else self.kube.api
+        )
         self.outbox = Outbox(self.store, self._publish, self.metrics.dropped_unpublishable)
         self.pipeline = Pipeline(
             self.access,
@@ -142,8 +139,8 @@ class Service:
             self.config.mqtt.host,
             self.config.mqtt.port,
         )
-        if self.feed is not None:
-            self.feed.start()
+        if self.kube is not None:
+            self.kube.start()
         if self.http is not None:
             self.http.start()  # before the broker: /healthz and /readyz answer while it is away
         if not self.transport.start(cancel=self._stop):
@@ -151,8 +148,8 @@ class Service:
             self.store.close()
             if self.http is not None:
                 self.http.stop()
-            if self.feed is not None:
-                self.feed.stop()
+            if self.kube is not None:
+                self.kube.stop()
             return
         self.upkeep.start()
         try:
@@ -174,8 +171,8 @@ class Service:
         self.store.close()
         if self.http is not None:
             self.http.stop()
-        if self.feed is not None:
-            self.feed.stop()
+        if self.kube is not None:
+            self.kube.stop()
         log.info(
             "stopped: %s unacked_publishes=%d max_held_inputs=%d",
             " ".join(f"{k}={v}" for k, v in self.metrics.totals().items()),
@@ -243,9 +240,10 @@ class Service:
         self.transport.ack(received)
 
     def _committed(self) -> None:
-        """After a commit: Kubernetes watches follow the store (never waits on them)."""
-        if self.feed is not None:
-            self.feed.notify()
+        """After a commit that changed objects: Kubernetes watches follow the store (never
+        waits on them)."""
+        if self.kube is not None:
+            self.kube.committed(self.store.revision)
 
     def _figures(self) -> dict[str, Any]:
         """The in-memory collections the soak watches (issue 13), each bounded by config."""

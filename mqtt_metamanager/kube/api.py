@@ -20,20 +20,26 @@ from urllib.parse import parse_qs
 import orjson
 
 from .feed import ChangeFeed
-from .reader import Change, Row, StoreReader
+from .reader import Change, Row, Snapshot, StoreReader
 from .resources import BY_PLURAL, KINDS, Kind
 from .selectors import Selector, SelectorError
+from .served import API_VERSION, ServedCache, dress, event_line, served_json
 
-API_VERSION = "v1"
 MAX_TIMEOUT = 3600  # seconds a watch may last before the client starts a new one
 BOOKMARK_EVERY = 10.0  # seconds between bookmarks, when asked for
 WRITE_BATCH = 64  # queued events sent in one write
+# Rows read at a time while a selector leaves fewer items than a page asks for.
+MIN_FETCH = 100
 
 
 @dataclass(frozen=True)
 class Answer:
     status: int
-    body: Any
+    body: bytes  # JSON
+
+
+def answer(code: int, data: Any) -> Answer:
+    return Answer(code, orjson.dumps(data))
 
 
 @dataclass(frozen=True)
@@ -44,7 +50,7 @@ class Watch:
 
 
 def status(code: int, reason: str, message: str) -> Answer:
-    return Answer(
+    return answer(
         code,
         {
             "kind": "Status",
@@ -70,33 +76,18 @@ def method_not_allowed(method: str) -> Answer:
     return status(405, "MethodNotAllowed", f"{method} is not allowed: this API is read-only")
 
 
-def dress(row: Row | Change, kind: Kind) -> dict[str, Any]:
-    """The stored object as the API serves it: kind, apiVersion, and the store revision of
-    its last change as ``metadata.resourceVersion``."""
-    value = orjson.loads(row.value)
-    obj: dict[str, Any] = value if isinstance(value, dict) else {"value": value}
-    meta = obj.get("metadata")
-    if not isinstance(meta, dict):
-        meta = obj["metadata"] = {}
-    meta.setdefault("name", row.name)
-    if kind.namespaced:
-        meta.setdefault("namespace", row.namespace)
-    meta["resourceVersion"] = str(row.revision)
-    return {"kind": kind.kind, "apiVersion": API_VERSION, **obj}
-
-
 def discovery(path: str) -> Answer | None:
     if path == "/api":
-        return Answer(200, {"kind": "APIVersions", "versions": [API_VERSION],
+        return answer(200, {"kind": "APIVersions", "versions": [API_VERSION],
                             "serverAddressByClientCIDRs": []})  # fmt: skip
     if path == "/api/v1":
         resources = [k.api_resource() for k in KINDS]
-        return Answer(200, {"kind": "APIResourceList", "groupVersion": API_VERSION,
+        return answer(200, {"kind": "APIResourceList", "groupVersion": API_VERSION,
                             "resources": resources})  # fmt: skip
     if path == "/apis":
-        return Answer(200, {"kind": "APIGroupList", "apiVersion": API_VERSION, "groups": []})
+        return answer(200, {"kind": "APIGroupList", "apiVersion": API_VERSION, "groups": []})
     if path == "/version":
-        return Answer(200, {"major": "1", "minor": "29", "gitVersion": "v1.29.0-mqtt-metamanager",
+        return answer(200, {"major": "1", "minor": "29", "gitVersion": "v1.29.0-mqtt-metamanager",
                             "platform": "linux/amd64"})  # fmt: skip
     return None
 
@@ -127,9 +118,10 @@ def target_of(path: str) -> Target | Answer:
 class KubeAPI:
     """Answers GETs under /api and /apis from the store; the HTTP layer only carries them."""
 
-    def __init__(self, reader: StoreReader, feed: ChangeFeed) -> None:
+    def __init__(self, reader: StoreReader, feed: ChangeFeed, served: ServedCache) -> None:
         self.reader = reader
         self.feed = feed
+        self.served = served
 
     def get(self, path: str, query: str) -> Answer | Watch:
         found = discovery(path)
@@ -156,7 +148,7 @@ class KubeAPI:
             row = snap.object(target.kind, target.namespace, target.name or "")
         if row is None:
             return not_found(f'{target.kind.plural} "{target.name}"')
-        return Answer(200, dress(row, target.kind))
+        return Answer(200, self.served.text(row, target.kind))
 
     def _list(self, target: Target, selector: Selector, params: dict[str, str]) -> Answer:
         try:
@@ -166,33 +158,41 @@ class KubeAPI:
             return bad_request(str(exc))
         if limit < 0:
             return bad_request("limit must not be negative")
-        items: list[dict[str, Any]] = []
-        after, revision = token.get("after", ""), token.get("rv")
-        more = ""
         with self.reader.snapshot() as snap:
-            revision = revision or snap.revision
-            while True:
-                rows = snap.objects(target.kind, target.namespace, after, limit and 500)
-                for row in rows:
-                    obj = dress(row, target.kind)
-                    if selector.matches(obj):
-                        items.append(obj)
-                    after = row.key
-                    if limit and len(items) == limit:
-                        break
-                if not rows or not limit or len(items) == limit:
-                    break
-            if (
-                limit
-                and len(items) == limit
-                and snap.objects(target.kind, target.namespace, after, 1)
-            ):
-                more = _encode_continue({"after": after, "rv": revision})
+            revision = token.get("rv") or snap.revision
+            items, last = self._page(snap, target, selector, token.get("after", ""), limit)
         metadata: dict[str, Any] = {"resourceVersion": str(revision)}
-        if more:
-            metadata["continue"] = more
-        return Answer(200, {"kind": target.kind.list_kind, "apiVersion": API_VERSION,
+        if last is not None:
+            metadata["continue"] = _encode_continue({"after": last, "rv": revision})
+        # The items are the cached JSON of each object, put in as they are (Fragment).
+        return answer(200, {"kind": target.kind.list_kind, "apiVersion": API_VERSION,
                             "metadata": metadata, "items": items})  # fmt: skip
+
+    def _page(
+        self, snap: Snapshot, target: Target, selector: Selector, after: str, limit: int
+    ) -> tuple[list[orjson.Fragment], str | None]:
+        """The objects after key ``after`` that match, at most ``limit`` (0: all), and the
+        key to continue after when more rows follow (as an API server, whether or not
+        they match). Each read asks one row more than it needs to know that."""
+        items: list[orjson.Fragment] = []
+        everything = selector.everything
+        while True:
+            fetch = max(limit - len(items), MIN_FETCH) + 1 if limit else 0
+            versions = snap.versions(target.kind, target.namespace, after, fetch)
+            for (key, _), text in zip(versions, self.served.cached(versions), strict=True):
+                if limit and len(items) == limit:
+                    return items, after
+                if text is None:
+                    text = self._made(snap, key, target.kind)
+                if text is not None and (everything or selector.matches(orjson.loads(text))):
+                    items.append(orjson.Fragment(text))
+                after = key
+            if not limit or len(versions) < fetch:
+                return items, None
+
+    def _made(self, snap: Snapshot, key: str, kind: Kind) -> bytes | None:
+        row = snap.row(key)  # the same snapshot: the revision just listed
+        return None if row is None else self.served.text(row, kind, looked_up=True)
 
     def _watch(self, target: Target, selector: Selector, params: dict[str, str]) -> Answer | Watch:
         try:
@@ -225,9 +225,14 @@ class KubeAPI:
         last = sub.start
         try:
             for event, row in backlog:
-                obj = dress(row, target.kind)
-                if self._wanted(target, selector, obj):
-                    yield _line(event, obj)
+                if self._wanted(target, selector, row):
+                    # Current objects as the cache keeps them; past changes made anew.
+                    text = (
+                        self.served.text(row, target.kind)
+                        if isinstance(row, Row)
+                        else served_json(row, target.kind)
+                    )
+                    yield event_line(event, orjson.Fragment(text))
             next_bookmark = time.monotonic() + BOOKMARK_EVERY
             while not sub.dropped.is_set():
                 now = time.monotonic()
@@ -250,36 +255,29 @@ class KubeAPI:
                         break
                 lines = []
                 for delivery in batch:
-                    change = delivery.change
-                    last = change.revision
-                    if target.namespace is not None and change.namespace != target.namespace:
-                        continue
-                    obj = delivery.object(lambda c: dress(c, target.kind))
-                    if self._wanted(target, selector, obj):
-                        lines.append(delivery.line(_line, obj))
+                    last = delivery.change.revision
+                    if self._wanted(target, selector, delivery.change):
+                        lines.append(delivery.line(target.kind))
                 if lines:
                     yield b"".join(lines)
         finally:
             self.feed.unsubscribe(sub)
 
     @staticmethod
-    def _wanted(target: Target, selector: Selector, obj: dict[str, Any]) -> bool:
-        namespace = obj.get("metadata", {}).get("namespace")
-        if target.namespace is not None and namespace != target.namespace:
+    def _wanted(target: Target, selector: Selector, row: Row | Change) -> bool:
+        # Namespace and name as stored (as a list filters them); only a selector needs
+        # the object itself.
+        if target.namespace is not None and row.namespace != target.namespace:
             return False
-        if target.name is not None and obj.get("metadata", {}).get("name") != target.name:
+        if target.name is not None and row.name != target.name:
             return False
-        return selector.matches(obj)
-
-
-def _line(event: str, obj: dict[str, Any]) -> bytes:
-    return orjson.dumps({"type": event, "object": obj}) + b"\n"
+        return selector.everything or selector.matches(dress(row, target.kind))
 
 
 def _bookmark(kind: Kind, revision: int) -> bytes:
     obj = {"kind": kind.kind, "apiVersion": API_VERSION,
            "metadata": {"resourceVersion": str(revision)}}  # fmt: skip
-    return _line("BOOKMARK", obj)
+    return event_line("BOOKMARK", obj)
 
 
 def _encode_continue(token: dict[str, Any]) -> str:

@@ -1,10 +1,11 @@
 """The change feed behind every watch.
 
-After each commit the message loop calls ``ChangeFeed.notify()``: it sets an event and
-returns, whatever the watchers do. The feed's own thread then reads the new changes once
-(from its own SQLite connection) and hands each to the watchers of its kind through
-bounded queues. A watcher whose queue is full is dropped (its stream ends; the client
-lists again), so a slow or stuck client can neither slow the loop nor make memory grow.
+After each commit the message loop calls ``ChangeFeed.notify(revision)``: it sets an
+event and returns, whatever the watchers do. The feed's own thread then reads the new
+changes once (from its own SQLite connection), if anyone watches, and hands each to the
+watchers of its kind through bounded queues. A watcher whose queue is full is dropped (its
+stream ends; the client lists again), so a slow or stuck client can neither slow the loop
+nor make memory grow.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ import logging
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+
+import orjson
 
 from .reader import Change, StoreReader
+from .resources import Kind
+from .served import event_line, served_json
 
 log = logging.getLogger(__name__)
 
@@ -26,24 +29,20 @@ READ_CHUNK = 1000  # changes read per query
 
 
 class Delivery:
-    """One change as every watcher of its kind gets it: the same instance for all, so the
-    object is decoded and its event line encoded once, by the first watcher that needs it."""
+    """One change as every watcher of its kind gets it: the same instance for all, so its
+    event line is made once, by the first watcher that sends it. Only that line is kept
+    (not the decoded object: ten busy watchers 256 changes behind held megabytes)."""
 
-    __slots__ = ("_line", "_object", "change")
+    __slots__ = ("_line", "change")
 
     def __init__(self, change: Change) -> None:
         self.change = change
-        self._object: dict[str, Any] | None = None
         self._line: bytes | None = None
 
-    def object(self, dress: Callable[[Change], dict[str, Any]]) -> dict[str, Any]:
-        if self._object is None:
-            self._object = dress(self.change)
-        return self._object
-
-    def line(self, encode: Callable[[str, dict[str, Any]], bytes], obj: dict[str, Any]) -> bytes:
+    def line(self, kind: Kind) -> bytes:
         if self._line is None:
-            self._line = encode(self.change.event, obj)
+            text = served_json(self.change, kind)
+            self._line = event_line(self.change.event, orjson.Fragment(text))
         return self._line
 
 
@@ -63,6 +62,7 @@ class ChangeFeed:
     def __init__(self, reader: StoreReader, revision: int) -> None:
         self.reader = reader
         self.position = revision  # every change up to here has been handed out
+        self._committed = revision  # the newest revision the loop said it committed
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -81,8 +81,9 @@ class ChangeFeed:
                 sub.dropped.set()
             self._subscriptions.clear()
 
-    def notify(self) -> None:
-        """Called by the message loop after a commit: never blocks."""
+    def notify(self, revision: int) -> None:
+        """Called by the message loop after committing ``revision``: never blocks."""
+        self._committed = revision
         self._wake.set()
 
     @property
@@ -119,6 +120,13 @@ class ChangeFeed:
                 conn.close()
 
     def _hand_out(self, conn: sqlite3.Connection) -> None:
+        with self._lock:
+            if not self._subscriptions:
+                # Nobody to hand changes to: nothing to read (under an MQTT burst that
+                # read was most of this thread's share of the CPU). A later watcher
+                # reads what came before its start from the store itself.
+                self.position = max(self.position, self._committed)
+                return
         while not self._stop.is_set():
             with self.reader.snapshot(conn) as snap:
                 changes = snap.all_changes(self.position, READ_CHUNK)

@@ -104,5 +104,10 @@ class Selector:
         reqs += [_field_requirement(r) for r in fields.split(",") if r.strip()]
         return cls(tuple(reqs))
 
+    @property
+    def everything(self) -> bool:
+        """No requirement: every object matches (and need not be decoded to know it)."""
+        return not self.requirements
+
     def matches(self, obj: Any) -> bool:
         return isinstance(obj, dict) and all(req(obj) for req in self.requirements)

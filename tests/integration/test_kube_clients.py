@@ -4,6 +4,7 @@ MQTT, while the cloud is away and after a restart."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import queue
 import shutil
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 from kubernetes import watch as k8s_watch
+from prometheus_client.parser import text_string_to_metric_families
 
 from mqtt_metamanager.kube.feed import WATCHER_QUEUE
 from tests.support import (
@@ -105,6 +107,30 @@ def test_the_python_client_lists_gets_and_selects(
     with pytest.raises(k8s.ApiException) as write:
         core.delete_namespaced_pod("web", "default")
     assert write.value.status == 405
+
+
+def test_a_change_over_mqtt_is_in_the_next_list_and_get(
+    service: ServiceProcess, cloud: Cloud, core: k8s.CoreV1Api, api_port: int
+) -> None:
+    cloud.send("insert", "default/pod/web", pod("web", app="v1"))
+    for _ in range(2):  # the second read is served from the kept JSON
+        assert core.read_namespaced_pod("web", "default").metadata.labels == {"app": "v1"}
+        assert core.list_namespaced_pod("default").items[0].metadata.labels == {"app": "v1"}
+    cloud.send("update", "default/pod/web", pod("web", app="v2"))
+    listed = core.list_namespaced_pod("default")
+    assert listed.items[0].metadata.labels == {"app": "v2"}
+    assert listed.items[0].metadata.resource_version == listed.metadata.resource_version
+    assert core.read_namespaced_pod("web", "default").metadata.labels == {"app": "v2"}
+    connection = http.client.HTTPConnection("127.0.0.1", api_port, timeout=10)
+    connection.request("GET", "/metrics")
+    families = {
+        f.name: f for f in text_string_to_metric_families(connection.getresponse().read().decode())
+    }
+    connection.close()
+    reads = {s.labels["cache"]: s.value for s in families["metamanager_kube_served_reads"].samples}
+    assert reads["hit"] >= 2 and reads["miss"] >= 2  # each revision made once, then kept
+    assert families["metamanager_kube_served_cache_objects"].samples[0].value == 1
+    assert 0 < families["metamanager_kube_served_cache_bytes"].samples[0].value <= 4 << 20
 
 
 def test_a_watch_sees_mqtt_changes_in_order_and_resumes(
