@@ -254,14 +254,10 @@ class Operations:
     def _insert(self, inbound: Inbound) -> Result:
         msg = inbound.message
         resource = _object_resource(msg)
-        new_rv = _numeric_rv(msg.content)
-        if new_rv is not None:
-            # Stale like an update's (SPEC §5): an object older than the one stored. The
-            # stored version is read from its column, not by decoding the object.
-            old_rv = _rv_number(self.store.resource_version(resource.key))
-            if old_rv is not None and new_rv < old_rv:
-                return self._ok(inbound, Kind.STALE)
-        self.store.put(resource, msg.content)
+        # Stale like an update's (SPEC §5): not over an object with a greater version. The
+        # store checks it in the statement that writes, without reading the object first.
+        if not self.store.put(resource, msg.content, version=_numeric_rv(msg.content)):
+            return self._ok(inbound, Kind.STALE)
         return self._ok(inbound, Kind.STORED, self._forward_to_other_side(inbound))
 
     def _update(self, inbound: Inbound) -> Result:

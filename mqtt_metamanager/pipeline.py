@@ -143,7 +143,7 @@ class Pipeline:
         released: list[Handled] = []
         for handled in inputs:
             self._send(handled.entries, handled.result)
-            released.extend(self._done(handled))
+            self._ack(handled, released)
         self._commit(released)
 
     def _handle(self, handled: Handled) -> None:
@@ -174,10 +174,12 @@ class Pipeline:
         for timer in result.timers:
             self.timers.call_later(timer.delay, functools.partial(self._timer_fired, timer.event))
 
-    def _done(self, handled: Handled) -> list[Handled]:
-        """Ack an input whose answer is sent; returns the inputs held behind it, if any."""
+    def _ack(self, handled: Handled, released: list[Handled]) -> None:
+        """Ack an input whose answer is sent; the inputs held behind it, if any, go to
+        ``released`` (to apply next)."""
         self.ack(handled.received)
-        return self.retries.settled(handled) if handled.store_failures else []
+        if handled.store_failures:
+            released.extend(self.retries.settled(handled))
 
     def _store_failed(self, handled: Handled, exc: StoreError) -> None:
         """Tell the sender 503 once, keep the input unacked, and try it again later, before
@@ -223,7 +225,9 @@ class Pipeline:
         except StoreError:
             handled.entries = self.outbox.unlogged(handled.result.publishes)
         self._send(handled.entries, handled.result)
-        self._commit(self._done(handled))
+        released: list[Handled] = []
+        self._ack(handled, released)
+        self._commit(released)
 
     def _timer_fired(self, event: TimerEvent) -> None:
         self.internal(functools.partial(self.ops.timer_fired, event))

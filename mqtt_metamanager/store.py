@@ -51,8 +51,17 @@ _ADD_CHANGE = (
     "INSERT INTO changes (revision, event, key, type, namespace, name, value, at)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
+# The same UPDATE, unless the stored resourceVersion is a number (ASCII digits, up to 20)
+# greater than the parameter: the staleness check of an insert in the statement it makes.
+_UPDATE_UNLESS_NEWER = _UPDATE_OBJECT + (
+    " AND NOT (resource_version <> '' AND resource_version NOT GLOB '*[^0-9]*'"
+    " AND length(resource_version) <= 20 AND CAST(resource_version AS INTEGER) > ?)"
+)
+_INSERT_UNLESS_STORED = _INSERT_OBJECT.replace("INSERT INTO", "INSERT OR IGNORE INTO")
 _GET_VALUE = "SELECT value FROM meta WHERE key = ?"
 _GET_VERSION = "SELECT resource_version FROM meta WHERE key = ?"
+# Bound parameters are SQLite integers; a CAST of a longer number gives its largest one.
+_SQL_INT_MAX = 2**63 - 2
 _LIST_VALUES = "SELECT value FROM meta WHERE type = ? AND namespace = ? ORDER BY key"
 _GET_APPLIED = "SELECT replies FROM applied WHERE msg_id = ?"
 _PUT_APPLIED = "INSERT OR REPLACE INTO applied (msg_id, replies, applied_at) VALUES (?, ?, ?)"
@@ -148,6 +157,13 @@ def _resource_version(value: Any) -> str:
             if isinstance(rv, str | int) and not isinstance(rv, bool):
                 return str(rv)
     return ""
+
+
+def _stored_version(text: str | None) -> int | None:
+    """A stored resourceVersion as the number the staleness check compares, if it is one."""
+    if text is not None and len(text) <= 20 and text.isascii() and text.isdigit():
+        return int(text)
+    return None
 
 
 def _publish_to_json(p: Outgoing) -> dict[str, Any]:
@@ -276,20 +292,42 @@ class Store:
             key, type_, namespace, name, json.loads(value), resource_version, updated_at
         )
 
-    def put(self, resource: Resource, value: Any) -> None:
-        """Store ``value`` under ``resource`` (insert or replace), as a new revision."""
+    def put(self, resource: Resource, value: Any, *, version: int | None = None) -> bool:
+        """Store ``value`` under ``resource`` (insert or replace), as a new revision.
+
+        Args:
+            version: ``value``'s resourceVersion as a number, if it is one: then an object
+                stored with a greater one (as a number) is kept, and nothing is written.
+
+        Returns:
+            False when the stored object was kept (``value`` is stale), else True.
+        """
+        if version is not None and not -_SQL_INT_MAX <= version <= _SQL_INT_MAX:
+            stored = _stored_version(self.resource_version(resource.key))  # rare: too big
+            if stored is not None and stored > version:
+                return False
+            version = None
         text = json.dumps(value, separators=(",", ":"))
         now = time.time()
         self._revision += 1
         name = resource.name or ""
         row = (resource.type, resource.namespace, name, text, _resource_version(value), now)
-        cursor = self.db.execute_sql(_UPDATE_OBJECT, (*row, self._revision, resource.key))
+        if version is None:
+            cursor = self.db.execute_sql(_UPDATE_OBJECT, (*row, self._revision, resource.key))
+        else:
+            where = (*row, self._revision, resource.key, version)
+            cursor = self.db.execute_sql(_UPDATE_UNLESS_NEWER, where)
         event = MODIFIED
         if cursor.rowcount == 0:
-            self.db.execute_sql(_INSERT_OBJECT, (*row, self._revision, resource.key))
+            insert = _INSERT_OBJECT if version is None else _INSERT_UNLESS_STORED
+            cursor = self.db.execute_sql(insert, (*row, self._revision, resource.key))
+            if cursor.rowcount == 0:  # it is stored, with a greater version
+                self._revision -= 1
+                return False
             event = ADDED
         change = (resource.key, resource.type, resource.namespace, name, text, now)
         self.db.execute_sql(_ADD_CHANGE, (self._revision, event, *change))
+        return True
 
     def value_text(self, key: str) -> str | None:
         """One object's value as the JSON text it is stored as, or None."""

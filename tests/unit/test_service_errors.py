@@ -87,10 +87,10 @@ def test_an_input_the_store_failed_is_applied_before_later_inputs_for_its_key(
     real_put = svc.store.put
     failures = [pw.OperationalError("disk I/O error")]
 
-    def put(resource: Resource, value: Any) -> None:
+    def put(resource: Resource, value: Any, **options: Any) -> bool:
         if resource.key == "default/pod/a" and failures:
             raise failures.pop()
-        real_put(resource, value)
+        return real_put(resource, value, **options)
 
     svc.store.put = put  # type: ignore[method-assign]
     first = envelope("insert", "default/pod/a", {"v": 1}, msg_id="a1")

@@ -76,3 +76,37 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(StoreError):
         Store(str(path))
+
+
+@pytest.mark.parametrize(
+    ("stored", "version", "written"),
+    [
+        (None, 5, True),  # nothing stored
+        ("7", 5, False),  # a greater version stored: kept
+        ("7", 7, True),
+        ("7", 8, True),
+        ("10", 9, False),  # numbers, not text
+        ("", 1, True),  # a stored version that is no number is never greater
+        ("abc", 1, True),
+        ("²", 1, True),
+        ("1" * 21, 1, True),  # past 20 digits it is no number
+        ("9" * 20, 10**18, False),  # past SQLite's integers, still a number
+        ("9" * 19, 10**19, True),  # a version past SQLite's integers
+        ("9" * 20, 10**19, False),
+        ("7", -1, False),
+    ],
+)
+def test_put_with_a_version_keeps_an_object_with_a_greater_one(
+    tmp_path: Path, stored: str | None, version: int, written: bool
+) -> None:
+    s = Store(str(tmp_path / "m.db"))
+    key = Resource.parse("ns/pod/p")
+    if stored is not None:
+        s.put(key, {"metadata": {"resourceVersion": stored}, "old": True})
+    revision = s.revision
+    new = {"metadata": {"resourceVersion": str(version)}}
+    assert s.put(key, new, version=version) is written
+    obj = s.get("ns/pod/p")
+    assert obj is not None and (obj.value == new) is written
+    assert s.revision == revision + written  # a kept object makes no revision
+    s.close()
