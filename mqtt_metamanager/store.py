@@ -62,6 +62,23 @@ _GET_VALUE = "SELECT value FROM meta WHERE key = ?"
 _GET_VERSION = "SELECT resource_version FROM meta WHERE key = ?"
 # Bound parameters are SQLite integers; a CAST of a longer number gives its largest one.
 _SQL_INT_MAX = 2**63 - 2
+# Every put and delete records its change and pruning keeps the newest one, so the newest
+# change is the store's revision: one look-up in the primary key. Only a store that never
+# changed since schema 2 has none, and then its objects' revisions say it (a scan, once).
+_LAST_REVISION = (
+    "SELECT COALESCE((SELECT MAX(revision) FROM changes), (SELECT MAX(revision) FROM meta), 0)"
+)
+_COUNT_OBJECTS = "SELECT COUNT(*) FROM meta"
+# COUNT(*), not COUNT(key): the type index alone answers it; COUNT(key) read every row.
+_COUNT_BY_TYPE = "SELECT type, COUNT(*) FROM meta GROUP BY type"
+_UPSERT_OBJECT = _INSERT_OBJECT + (
+    " ON CONFLICT(key) DO UPDATE SET type = excluded.type, namespace = excluded.namespace,"
+    " name = excluded.name, value = excluded.value,"
+    " resource_version = excluded.resource_version, updated_at = excluded.updated_at,"
+    " revision = excluded.revision"
+)
+_FORGET_CHANGES_BEFORE = "DELETE FROM changes WHERE revision < ?"
+LOAD_BATCH = 50_000  # objects per transaction of ``Store.load``
 _LIST_VALUES = "SELECT value FROM meta WHERE type = ? AND namespace = ? ORDER BY key"
 _GET_APPLIED = "SELECT replies FROM applied WHERE msg_id = ?"
 _PUT_APPLIED = "INSERT OR REPLACE INTO applied (msg_id, replies, applied_at) VALUES (?, ?, ?)"
@@ -240,11 +257,7 @@ class Store:
         return self._revision
 
     def _last_revision(self) -> int:
-        row = self.db.execute_sql(
-            "SELECT MAX(r) FROM (SELECT MAX(revision) AS r FROM changes"
-            " UNION ALL SELECT MAX(revision) FROM meta)"
-        ).fetchone()
-        return int(row[0] or 0)
+        return int(self.db.execute_sql(_LAST_REVISION).fetchone()[0])
 
     @contextmanager
     def atomic(self) -> Iterator[None]:
@@ -369,7 +382,55 @@ class Store:
         return int(self.db.connection().total_changes)
 
     def count(self) -> int:
-        return int(self.m.Meta.select().count())
+        return int(self.db.execute_sql(_COUNT_OBJECTS).fetchone()[0])
+
+    def load(self, objects: Iterable[tuple[Resource, Any]], *, batch: int = LOAD_BATCH) -> int:
+        """Store many objects at once (insert or replace, no staleness check), in
+        transactions of ``batch`` objects: a bulk load of a new or offline store.
+
+        Each object gets a revision of its own, as ``put`` gives it. The history is not
+        kept for them: each transaction ends with its last object through ``put`` and
+        forgets the changes before it, as ``prune_changes`` down to the newest would. A
+        watch from before the load must list again, as after any pruning.
+
+        Returns:
+            How many objects were stored.
+        """
+        if batch < 1:
+            raise ValueError("batch must be at least 1")
+        stored = 0
+        chunk: list[tuple[Resource, Any]] = []
+        for item in objects:
+            chunk.append(item)
+            if len(chunk) >= batch:
+                stored += self._load_batch(chunk)
+                chunk = []
+        if chunk:
+            stored += self._load_batch(chunk)
+        return stored
+
+    def _load_batch(self, chunk: list[tuple[Resource, Any]]) -> int:
+        now = time.time()
+        with self.atomic():
+            rows = []
+            for resource, value in chunk[:-1]:
+                self._revision += 1
+                rows.append(
+                    (
+                        resource.type,
+                        resource.namespace,
+                        resource.name or "",
+                        json.dumps(value, separators=(",", ":")),
+                        _resource_version(value),
+                        now,
+                        self._revision,
+                        resource.key,
+                    )
+                )
+            self.db.cursor().executemany(_UPSERT_OBJECT, rows)
+            self.put(*chunk[-1])  # the batch's newest change: the store's revision
+            self.db.execute_sql(_FORGET_CHANGES_BEFORE, (self._revision,))
+        return len(chunk)
 
     def prune_changes(self, keep: int, max_age: float | None = None) -> int:
         """Forget changes beyond the ``keep`` newest (and, with ``max_age``, older than that
@@ -388,9 +449,7 @@ class Store:
 
     def count_by_type(self) -> dict[str, int]:
         """How many objects of each type are stored."""
-        M = self.m.Meta
-        rows = M.select(M.type, pw.fn.COUNT(M.key).alias("n")).group_by(M.type).tuples()
-        return {type_: int(n) for type_, n in rows}
+        return {str(t): int(n) for t, n in self.db.execute_sql(_COUNT_BY_TYPE)}
 
     # -- redelivery memory -------------------------------------------------------------
 
