@@ -35,6 +35,7 @@ from typing import Any
 import yaml
 
 from . import config as config_mod
+from .bench_report import render
 from .benchnet import BenchError, LoadClient, Login
 from .envelope import Resource
 from .routing import Topics
@@ -221,6 +222,7 @@ class Bench:
         self.load = LoadClient(host, port, self.topics, options.qos, self.login)
         self.template = workdir / "template.db"
         self.http_port = free_port()
+        self.extra_config: dict[str, Any] = {}  # more top-level config keys for the service
 
     def close(self) -> None:
         self.load.close()
@@ -232,7 +234,9 @@ class Bench:
             rounds.append({"echo": self._run("echo", r), "service": self._run("service", r)})
         return rounds
 
-    def _spawn(self, kind: str, rundir: Path) -> subprocess.Popen[bytes]:
+    def spawn(self, kind: str, rundir: Path) -> subprocess.Popen[bytes]:
+        """Start the echo or the service on ``rundir`` (the service's database already
+        copied there: the copy is not part of its start-up)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("METAMANAGER_")}
         log = open(rundir / f"{kind}.log", "ab")  # noqa: SIM115 - closed below, child keeps it
         try:
@@ -242,7 +246,6 @@ class Bench:
             if kind == "echo":
                 argv = ["-m", "mqtt_metamanager.benchnet", str(conf)]
             else:
-                shutil.copyfile(self.template, db)
                 argv = ["-m", "mqtt_metamanager", "run", "-c", str(conf)]
             return subprocess.Popen(
                 [sys.executable, *argv], stdout=log, stderr=log, env=env, cwd=rundir
@@ -267,20 +270,23 @@ class Bench:
             "security": {"operators": [self.login.identity]},
             # The HTTP listener on (its own port: 10550 may be taken), scraped once per run.
             "http": {"listen": f"{LOOPBACK}:{self.http_port}"},
+            **self.extra_config,
         }
 
     def _run(self, kind: str, round_no: int) -> RunFigures:
         rundir = self.workdir / f"{kind}-{round_no}"
         rundir.mkdir()
+        if kind == "service":
+            shutil.copyfile(self.template, rundir / "meta.db")  # before the start clock
         self.load.clear_status()
         started = time.monotonic()
-        proc = self._spawn(kind, rundir)
+        proc = self.spawn(kind, rundir)
         try:
             online = self.load.wait_online(started, START_TIMEOUT, proc.poll)
-            rate = self._inserts(round_no)
+            rate = self.inserts(round_no)
             samples = self._queries()
             if kind == "service":
-                self._scrape()
+                self.scrape()
             if proc.poll() is not None:
                 raise BenchError(f"{kind} exited with {proc.returncode} during the run")
             rss = peak_rss_mb(proc.pid)
@@ -296,7 +302,7 @@ class Bench:
             start_to_online_s=online,
         )
 
-    def _inserts(self, round_no: int) -> float:
+    def inserts(self, round_no: int) -> float:
         n, size = self.options.count, self.options.payload_size
         payloads = [
             envelope(
@@ -309,7 +315,7 @@ class Bench:
         ]
         return n / self.load.burst(payloads, self.options.timeout)
 
-    def _scrape(self) -> None:
+    def scrape(self) -> None:
         """One /metrics scrape, as Prometheus would do it: part of what peak RSS covers."""
         url = f"http://{LOOPBACK}:{self.http_port}/metrics"
         try:
@@ -366,41 +372,6 @@ def summarize(rounds: list[dict[str, RunFigures]], objects: int) -> dict[str, An
         for name, value, limit, higher in targets
     ]
     return summary
-
-
-def render(report: dict[str, Any]) -> str:
-    cols = ("inserts_per_s", "query_p50_ms", "query_p99_ms", "peak_rss_mb", "start_to_online_s")
-    head = ("inserts/s", "q p50 ms", "q p99 ms", "peak RSS MB", "online s")
-    fmt = "{:<10}{:<9}" + "{:>13}" * len(cols)
-    o = report["options"]
-    lines = [
-        f"mqtt-metamanager bench: broker {report['broker']}, count={o['count']} "
-        f"payload={o['payload_size']}B qos={o['qos']} objects={o['objects']} "
-        f"queries={o['queries']} rounds={o['rounds']}",
-        "",
-        fmt.format("round", "run", *head),
-    ]
-    for i, r in enumerate(report["rounds"], 1):
-        for kind in ("echo", "service"):
-            lines.append(fmt.format(str(i), kind, *(_num(r[kind][c]) for c in cols)))
-    s = report["summary"]
-    for kind in ("echo", "service"):
-        lines.append(fmt.format("median", kind, *(_num(s[kind][c]) for c in cols)))
-    ratio = s["ratios"]
-    lines.append(
-        fmt.format("ratio", "svc/echo", *(_num(ratio[c], "x") if c in ratio else "" for c in cols))
-    )
-    lines += ["", "targets:"]
-    for t in s["targets"]:
-        mark = "met" if t["met"] else "NOT MET"
-        lines.append(f"  {t['target']:<42} {_num(t['value']):>10}  {mark}")
-    return "\n".join(lines)
-
-
-def _num(value: float, suffix: str = "") -> str:
-    if value >= 100:
-        return f"{value:.0f}{suffix}"
-    return f"{value:.2f}{suffix}" if value >= 1 else f"{value:.3f}{suffix}"
 
 
 def run_bench(options: BenchOptions) -> dict[str, Any]:
