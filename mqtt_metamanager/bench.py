@@ -379,7 +379,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     options.check()
     with tempfile.TemporaryDirectory(prefix="mm-bench-") as tmp:
         workdir = Path(tmp)
-        with _broker(options, workdir) as (host, port):
+        with broker_for(options, workdir) as (host, port):
             bench = Bench(options, host, port, workdir)
             try:
                 rounds = bench.run()
@@ -395,7 +395,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
 
 
 @contextmanager
-def _broker(options: BenchOptions, workdir: Path) -> Iterator[tuple[str, int]]:
+def broker_for(options: BenchOptions, workdir: Path) -> Iterator[tuple[str, int]]:
     if options.host is not None and options.port is not None:
         yield options.host, options.port
         return

@@ -37,7 +37,8 @@ def line_chart(
 ) -> str:  # fmt: skip
     """The chart as an ``<svg>`` document; each side's scale runs from 0 to its largest
     value plus a tenth. Left series are labelled bottom left, right ones bottom right."""
-    left, right, top, bottom = 60, 70, 30, 40
+    rows = max(sum(1 for s in series if s.right == side) for side in (False, True))
+    left, right, top, bottom = 60, 70, 30, 27 + 13 * max(1, rows)
     plot_w, plot_h = width - left - right, height - top - bottom
     span = (axis.high - axis.low) or 1.0
     tops = {
