@@ -13,18 +13,14 @@ and times that to the last status a subscriber on ``P/edgehub/in`` received. Pea
 
 from __future__ import annotations
 
-import json
 import random
 import shutil
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-import paho.mqtt.client as mqtt
 
 from .bench import (
     MAX_PAYLOAD,
@@ -39,9 +35,9 @@ from .bench import (
     percentile,
     stop_process,
 )
-from .benchnet import BenchError, Login, bench_client, start_client
+from .benchnet import BenchError, CloudSide
 from .envelope import Resource
-from .routing import Topics
+from .scale_report import verdicts
 from .store import Store
 
 SIZES = (1_000, 100_000, 1_000_000)
@@ -54,12 +50,6 @@ LIST_PODS = 1_000  # the listed namespace's pods, part of each size (all of a sm
 LIST_NAMESPACE = "scale-list"
 SYNC_NAMESPACE = "scale-sync"
 SEED = 10  # the queried keys: the same at every size's runs
-# Targets (issue 10): against the smallest size's figure, and absolute.
-TARGET_GROWTH = 1.3
-TARGET_ONLINE_S = 1.0
-TARGET_RSS_MB = 40.0
-TARGET_LIST_P99_MS = 40.0
-TARGET_SYNC_S = 0.5  # a sync of 1,000 statuses
 
 
 @dataclass(frozen=True)
@@ -127,52 +117,6 @@ def preload_scale(path: Path, size: int, payload_size: int) -> float:
     finally:
         store.close()
     return time.monotonic() - started
-
-
-class CloudSide:
-    """The cloud's end of ``P/edgehub/in``: counts the pod statuses syncs bring."""
-
-    def __init__(self, host: str, port: int, topics: Topics, login: Login) -> None:
-        self.topics = topics
-        self._lock = threading.Lock()
-        self._statuses, self._want, self._last_at = 0, 0, 0.0
-        self._done = threading.Event()
-        subscribed = threading.Event()
-        self.client = bench_client(f"{topics.prefix}-cloud", login)
-        self.client.on_connect = lambda c, *_a: c.subscribe(topics.cloud, 1)
-        self.client.on_subscribe = lambda *_a: subscribed.set()
-        self.client.on_message = self._on_message
-        start_client(self.client, subscribed, host, port, "cloud client")
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        now = time.monotonic()
-        try:
-            message = json.loads(msg.payload)
-            resource = str(message["route"]["resource"])
-            content = message["content"]
-        except (ValueError, KeyError, TypeError):
-            return
-        if resource.endswith("/podstatus") and isinstance(content, list):
-            with self._lock:
-                self._statuses += len(content)
-                self._last_at = now
-                if self._statuses >= self._want:
-                    self._done.set()
-
-    def timed_sync(self, want: int, trigger: Callable[[], None], timeout: float) -> float:
-        """Seconds from ``trigger`` to the last of ``want`` statuses received."""
-        with self._lock:
-            self._statuses, self._want = 0, want
-            self._done.clear()
-        started = time.monotonic()
-        trigger()
-        if not self._done.wait(timeout):
-            raise BenchError(f"{self._statuses}/{want} pod statuses synced within {timeout}s")
-        return self._last_at - started
 
 
 class ScaleBench:
@@ -303,34 +247,6 @@ class ScaleBench:
         self.load.client.publish(self.bench.topics.edgehub_connection, payload, qos=1)
 
 
-def summarize(sizes: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each size's figures against the targets (growth: against the smallest size)."""
-    first = sizes[0]["service"]
-    verdicts = []
-    for entry in sizes:
-        svc, n = entry["service"], entry["objects"]
-        checks = [
-            ("query p99 <= 1.3x smallest", svc["query_p99_ms"] / first["query_p99_ms"], 1.3),
-            ("list p99 <= 1.3x smallest", svc["list_p99_ms"] / first["list_p99_ms"], 1.3),
-            ("list p99 <= 40 ms", svc["list_p99_ms"], TARGET_LIST_P99_MS),
-            ("start to online <= 1 s", svc["start_to_online_s"], TARGET_ONLINE_S),
-            ("peak RSS <= 40 MB", svc["peak_rss_mb"], TARGET_RSS_MB),
-        ]
-        if "sync_1000_s" in svc:
-            checks.append(("sync of 1,000 statuses <= 0.5 s", svc["sync_1000_s"], TARGET_SYNC_S))
-        for name, value, limit in checks:
-            verdicts.append(
-                {
-                    "objects": n,
-                    "target": name,
-                    "value": value,
-                    "limit": limit,
-                    "met": value <= limit,
-                }
-            )
-    return verdicts
-
-
 def run_scale(options: ScaleOptions) -> dict[str, Any]:
     """The whole scale bench; the report ``--json`` prints."""
     options.check()
@@ -347,5 +263,5 @@ def run_scale(options: ScaleOptions) -> dict[str, Any]:
         "broker": f"{host}:{port} ({own})",
         "options": asdict(options),
         "sizes": sizes,
-        "targets": summarize(sizes),
+        "targets": verdicts(sizes),
     }

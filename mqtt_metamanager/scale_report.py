@@ -35,6 +35,44 @@ CURVES = (
     ("sync_1000_s", "sync of 1,000", "#8c564b"),
 )
 WIDTH = 11
+# Targets (issue 10): against the smallest size's figure, and absolute.
+TARGET_GROWTH = 1.3
+TARGET_ONLINE_S = 1.0
+TARGET_RSS_MB = 40.0
+TARGET_LIST_P99_MS = 40.0
+TARGET_SYNC_S = 0.5  # a sync of 1,000 statuses
+
+
+def verdicts(sizes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each size's figures against the targets (growth: against the smallest size)."""
+    first = sizes[0]["service"]
+    verdicts = []
+    for entry in sizes:
+        svc, n = entry["service"], entry["objects"]
+        checks = [
+            (
+                "query p99 <= 1.3x smallest",
+                svc["query_p99_ms"] / first["query_p99_ms"],
+                TARGET_GROWTH,
+            ),
+            ("list p99 <= 1.3x smallest", svc["list_p99_ms"] / first["list_p99_ms"], TARGET_GROWTH),
+            ("list p99 <= 40 ms", svc["list_p99_ms"], TARGET_LIST_P99_MS),
+            ("start to online <= 1 s", svc["start_to_online_s"], TARGET_ONLINE_S),
+            ("peak RSS <= 40 MB", svc["peak_rss_mb"], TARGET_RSS_MB),
+        ]
+        if "sync_1000_s" in svc:
+            checks.append(("sync of 1,000 statuses <= 0.5 s", svc["sync_1000_s"], TARGET_SYNC_S))
+        for name, value, limit in checks:
+            verdicts.append(
+                {
+                    "objects": n,
+                    "target": name,
+                    "value": value,
+                    "limit": limit,
+                    "met": value <= limit,
+                }
+            )
+    return verdicts
 
 
 def _cells(values: list[str]) -> str:
@@ -96,7 +134,9 @@ def svg(report: dict[str, Any]) -> str:
         for key, label, colour in CURVES
         if all(key in entry["service"] for entry in sizes) and first[key] > 0
     ]
-    series.append(Series("target 1.3x", [1.3] * len(sizes), "#999999", width=1.0))
+    series.append(
+        Series(f"target {TARGET_GROWTH}x", [TARGET_GROWTH] * len(sizes), "#999999", width=1.0)
+    )
     ticks = [(x, f"{entry['objects']:,}") for x, entry in zip(xs, sizes, strict=True)]
     low, high = (xs[0] - 0.2, xs[-1] + 0.2)
     return line_chart(
