@@ -77,6 +77,13 @@ _UPSERT_OBJECT = _INSERT_OBJECT + (
     " resource_version = excluded.resource_version, updated_at = excluded.updated_at,"
     " revision = excluded.revision"
 )
+# Objects of one type with, for each, whether the object of the same namespace and name of
+# another type is stored (a pod status and its pod): one statement, no object decoded.
+_WITH_OWNER = (
+    "SELECT s.key, s.namespace, s.value, EXISTS (SELECT 1 FROM meta AS o"
+    " WHERE o.key = s.namespace || '/' || ? || '/' || s.name)"
+    " FROM meta AS s WHERE s.type = ? ORDER BY s.namespace, s.key"
+)
 _FORGET_CHANGES_BEFORE = "DELETE FROM changes WHERE revision < ?"
 LOAD_BATCH = 50_000  # objects per transaction of ``Store.load``
 _LIST_VALUES = "SELECT value FROM meta WHERE type = ? AND namespace = ? ORDER BY key"
@@ -357,6 +364,13 @@ class Store:
         """The values of one type in one namespace, as stored JSON text, in key order:
         a list reply splices them in without decoding each (docs/performance.md)."""
         return [str(row[0]) for row in self.db.execute_sql(_LIST_VALUES, (type_, namespace))]
+
+    def texts_with_owner(self, type_: str, owner_type: str) -> Iterator[tuple[str, str, str, bool]]:
+        """(key, namespace, value as stored JSON text, whether its owner is stored) of each
+        object of ``type_``, by namespace and key; the owner is the object of
+        ``owner_type`` with the same namespace and name. Read it all before writing."""
+        for key, namespace, text, owned in self.db.execute_sql(_WITH_OWNER, (owner_type, type_)):
+            yield str(key), str(namespace), str(text), bool(owned)
 
     def delete(self, key: str) -> bool:
         """Remove one object; a new revision if it was there."""

@@ -24,6 +24,7 @@ SERVICE = {
     "inserts_per_s",
     "sync_100_s",
     "sync_300_s",
+    "peak_rss_before_syncs_mb",
 }
 ECHO = {"start_to_online_s", "peak_rss_mb", "query_p50_ms", "query_p99_ms", "inserts_per_s"}
 

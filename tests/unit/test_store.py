@@ -162,3 +162,15 @@ def test_a_loaded_store_opens_and_counts_without_reading_every_row(tmp_path: Pat
     assert s.count_by_type() == {"pod": 20_000}
     conn.set_progress_handler(None, 0)
     s.close()
+
+
+def test_texts_with_owner_says_which_statuses_have_their_pod(tmp_path: Path) -> None:
+    s = Store(str(tmp_path / "m.db"))
+    s.put(Resource.parse("b/pod/x"), {"n": 1})
+    s.put(Resource.parse("b/podstatus/x"), {"s": "bx"})
+    s.put(Resource.parse("a/podstatus/y"), {"s": "ay"})  # its pod is not stored
+    s.put(Resource.parse("a/pod/x"), {"n": 2})  # the same name in another namespace
+    assert list(s.texts_with_owner("podstatus", "pod")) == [
+        ("a/podstatus/y", "a", '{"s":"ay"}', False),
+        ("b/podstatus/x", "b", '{"s":"bx"}', True),
+    ]
