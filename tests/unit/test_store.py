@@ -174,3 +174,54 @@ def test_texts_with_owner_says_which_statuses_have_their_pod(tmp_path: Path) -> 
         ("a/podstatus/y", "a", '{"s":"ay"}', False),
         ("b/podstatus/x", "b", '{"s":"bx"}', True),
     ]
+
+
+def test_counts_by_type_follow_commits_and_rollbacks_without_a_scan(tmp_path: Path) -> None:
+    import random
+
+    s = Store(str(tmp_path / "m.db"))
+    s.load(_pods(50))
+    pick = random.Random(4)
+
+    def scanned() -> dict[str, int]:
+        rows = s.db.execute_sql("SELECT type, COUNT(*) FROM meta GROUP BY type")
+        return {str(t): int(n) for t, n in rows}
+
+    assert s.count_by_type() == {"pod": 50}
+    for step in range(300):
+        key = f"ns/{pick.choice(['pod', 'podstatus', 'secret'])}/p{pick.randrange(60)}"
+        change = (
+            (lambda k=key: s.delete(k))
+            if pick.random() < 0.4
+            else (lambda k=key: s.put(Resource.parse(k), {"v": k}))
+        )
+        mode = pick.choice(["autocommit", "commit", "rollback", "nested rollback"])
+        if mode == "autocommit":
+            change()
+        elif mode == "commit":
+            with s.atomic():
+                change()
+                assert s.count_by_type() == scanned()  # the open transaction's too
+        elif mode == "rollback":
+            with pytest.raises(KeyError), s.atomic():
+                change()
+                raise KeyError("undo")
+        else:
+            with s.atomic():
+                change()
+                with pytest.raises(KeyError), s.atomic():
+                    s.put(Resource.parse(f"ns/configmap/c{step}"), {})
+                    raise KeyError("undo the inner one")
+        assert s.count_by_type() == scanned(), (step, mode)
+    conn = s.db.connection()
+    steps = [0]
+
+    def counted() -> int:
+        steps[0] += 1
+        return 0
+
+    conn.set_progress_handler(counted, 100)
+    s.count_by_type()
+    conn.set_progress_handler(None, 0)
+    assert steps[0] == 0  # a look-up, not a scan
+    s.close()
