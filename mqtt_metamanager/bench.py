@@ -377,27 +377,37 @@ def summarize(rounds: list[dict[str, RunFigures]], objects: int) -> dict[str, An
 def run_bench(options: BenchOptions) -> dict[str, Any]:
     """Run the whole bench and return the report (what ``--json`` prints)."""
     options.check()
-    with tempfile.TemporaryDirectory(prefix="mm-bench-") as tmp:
-        workdir = Path(tmp)
-        with broker_for(options, workdir) as (host, port):
-            bench = Bench(options, host, port, workdir)
-            try:
-                rounds = bench.run()
-            finally:
-                bench.close()
-    own = "own mosquitto" if options.host is None else "given"
+    with session(options, "mm-bench-") as (workdir, broker):
+        bench = Bench(options, broker.host, broker.port, workdir)
+        try:
+            rounds = bench.run()
+        finally:
+            bench.close()
     return {
-        "broker": f"{host}:{port} ({own})",
+        "broker": str(broker),
         "options": asdict(options),
         "rounds": [{k: asdict(v) for k, v in r.items()} for r in rounds],
         "summary": summarize(rounds, options.objects),
     }
 
 
+@dataclass(frozen=True)
+class Broker:
+    host: str
+    port: int
+    own: bool  # started by the bench
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port} ({'own mosquitto' if self.own else 'given'})"
+
+
 @contextmanager
-def broker_for(options: BenchOptions, workdir: Path) -> Iterator[tuple[str, int]]:
-    if options.host is not None and options.port is not None:
-        yield options.host, options.port
-        return
-    with own_broker(workdir) as address:
-        yield address
+def session(options: BenchOptions, prefix: str) -> Iterator[tuple[Path, Broker]]:
+    """A work directory and the broker (the one given, or one of our own), gone on exit."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        workdir = Path(tmp)
+        if options.host is not None and options.port is not None:
+            yield workdir, Broker(options.host, options.port, own=False)
+            return
+        with own_broker(workdir) as (host, port):
+            yield workdir, Broker(host, port, own=True)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import random
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -28,11 +27,11 @@ from .bench import (
     START_TIMEOUT,
     Bench,
     BenchOptions,
-    broker_for,
     envelope,
     object_value,
     peak_rss_mb,
     percentile,
+    session,
     stop_process,
 )
 from .benchnet import BenchError, CloudSide
@@ -255,17 +254,14 @@ class ScaleBench:
 def run_scale(options: ScaleOptions) -> dict[str, Any]:
     """The whole scale bench; the report ``--json`` prints."""
     options.check()
-    with tempfile.TemporaryDirectory(prefix="mm-scale-") as tmp:
-        workdir = Path(tmp)
-        with broker_for(options.bench_options(), workdir) as (host, port):
-            bench = ScaleBench(options, host, port, workdir)
-            try:
-                sizes = bench.run()
-            finally:
-                bench.close()
-    own = "own mosquitto" if options.host is None else "given"
+    with session(options.bench_options(), "mm-scale-") as (workdir, broker):
+        bench = ScaleBench(options, broker.host, broker.port, workdir)
+        try:
+            sizes = bench.run()
+        finally:
+            bench.close()
     return {
-        "broker": f"{host}:{port} ({own})",
+        "broker": str(broker),
         "options": asdict(options),
         "sizes": sizes,
         "targets": verdicts(sizes),

@@ -26,13 +26,13 @@ ECHO = (
     ("query_p99_ms", "q p99 ms"),
     ("inserts_per_s", "inserts/s"),
 )
-# The chart's lines: figure, label, colour.
+# The chart's lines: figure, label, unit, colour.
 CURVES = (
-    ("query_p99_ms", "query p99", "#1f77b4"),
-    ("list_p99_ms", "list p99", "#ff7f0e"),
-    ("start_to_online_s", "start to online", "#2ca02c"),
-    ("peak_rss_mb", "peak RSS", "#9467bd"),
-    ("sync_1000_s", "sync of 1,000", "#8c564b"),
+    ("query_p99_ms", "query p99", "ms", "#1f77b4"),
+    ("list_p99_ms", "list p99", "ms", "#ff7f0e"),
+    ("start_to_online_s", "start to online", "s", "#2ca02c"),
+    ("peak_rss_mb", "peak RSS", "MB", "#9467bd"),
+    ("sync_1000_s", "sync of 1,000", "s", "#8c564b"),
 )
 WIDTH = 11
 # Targets (issue 10): against the smallest size's figure, and absolute.
@@ -127,11 +127,11 @@ def svg(report: dict[str, Any]) -> str:
     first = sizes[0]["service"]
     series = [
         Series(
-            f"{label} (x {num(first[key])} at {sizes[0]['objects']:,})",
+            f"{label} (1 = {num(first[key])} {unit} at {sizes[0]['objects']:,})",
             [entry["service"][key] / first[key] for entry in sizes],
             colour,
         )
-        for key, label, colour in CURVES
+        for key, label, unit, colour in CURVES
         if all(key in entry["service"] for entry in sizes) and first[key] > 0
     ]
     series.append(
