@@ -14,7 +14,6 @@ and times that to the last status a subscriber on ``P/edgehub/in`` received. Pea
 from __future__ import annotations
 
 import random
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -27,6 +26,7 @@ from .bench import (
     START_TIMEOUT,
     Bench,
     BenchOptions,
+    copy_database,
     envelope,
     object_value,
     peak_rss_mb,
@@ -163,7 +163,7 @@ class ScaleBench:
         rundir = self.workdir / f"{kind}-{size}"
         rundir.mkdir()
         if kind == "service":
-            shutil.copyfile(self.bench.template, rundir / "meta.db")  # before the clock
+            copy_database(self.bench.template, rundir / "meta.db")  # before the clock
         self.load.clear_status()
         started = time.monotonic()
         proc = self.bench.spawn(kind, rundir)
