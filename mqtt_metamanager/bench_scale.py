@@ -14,6 +14,7 @@ and times that to the last status a subscriber on ``P/edgehub/in`` received. Pea
 from __future__ import annotations
 
 import random
+import statistics
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -22,6 +23,7 @@ from typing import Any
 
 from .bench import (
     MAX_PAYLOAD,
+    MAX_ROUNDS,
     NAMESPACE,
     START_TIMEOUT,
     Bench,
@@ -60,6 +62,7 @@ class ScaleOptions:
     count: int = 10_000
     queries: int = 1000
     lists: int = 200
+    rounds: int = 3  # echo and service runs per size, alternating
     timeout: float = 300.0
     host: str | None = None
     port: int | None = None
@@ -77,6 +80,7 @@ class ScaleOptions:
             ("count", self.count, 1, MAX_COUNT),
             ("queries", self.queries, 1, MAX_COUNT),
             ("lists", self.lists, 1, 10_000),
+            ("rounds", self.rounds, 1, MAX_ROUNDS),
         ]
         for name, value, low, high in limits:
             if not low <= value <= high:
@@ -119,6 +123,18 @@ def preload_scale(path: Path, size: int, payload_size: int) -> float:
     return time.monotonic() - started
 
 
+def combined(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Several rounds' figures as one: the median of each, but the worst start-up and
+    peak RSS (as ``bench`` reports them)."""
+    worst = {"start_to_online_s", "peak_rss_mb", "peak_rss_before_syncs_mb"}
+    return {
+        key: max(run[key] for run in runs)
+        if key in worst
+        else statistics.median(run[key] for run in runs)
+        for key in runs[0]
+    }
+
+
 class ScaleBench:
     """Per size: a preloaded template, one echo run and one service run."""
 
@@ -137,12 +153,15 @@ class ScaleBench:
 
     def run(self) -> list[dict[str, Any]]:
         results = []
-        for index, size in enumerate(sorted(self.options.sizes), 1):
+        for size in sorted(self.options.sizes):
             template = self.workdir / f"template-{size}.db"
             preload_s = preload_scale(template, size, self.options.payload_size)
             self.bench.template = template
-            echo = self._run("echo", size, index)
-            service = self._run("service", size, index)
+            rounds = []
+            for r in range(1, self.options.rounds + 1):  # alternating: both see the same load
+                rounds.append({kind: self._run(kind, size, r) for kind in ("echo", "service")})
+            echo = combined([r["echo"] for r in rounds])
+            service = combined([r["service"] for r in rounds])
             results.append(
                 {
                     "objects": size,
@@ -150,6 +169,7 @@ class ScaleBench:
                     "db_mb": template.stat().st_size / 2**20,
                     "echo": echo,
                     "service": service,
+                    "rounds": rounds,
                     "ratios": {
                         "inserts_per_s": service["inserts_per_s"] / echo["inserts_per_s"],
                         "query_p99_ms": service["query_p99_ms"] / echo["query_p99_ms"],
@@ -160,7 +180,7 @@ class ScaleBench:
         return results
 
     def _run(self, kind: str, size: int, index: int) -> dict[str, float]:
-        rundir = self.workdir / f"{kind}-{size}"
+        rundir = self.workdir / f"{kind}-{size}-{index}"
         rundir.mkdir()
         if kind == "service":
             copy_database(self.bench.template, rundir / "meta.db")  # before the clock

@@ -249,6 +249,8 @@ def cmd_bench(cfg: Config, args: argparse.Namespace) -> int:
         return scalecli.run(args, login)
     if args.payload_size is None:
         args.payload_size = 1024
+    if args.rounds is None:
+        args.rounds = 2
     if args.soak is not None:
         from .soakcli import run
 
@@ -336,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=10_000, help="inserts per run")
     p.add_argument("--payload-size", type=int, help="bytes per object (default 1024; --scale: 256)")
     p.add_argument("--qos", type=int, default=1, choices=(0, 1, 2), help="QoS of all traffic")
-    p.add_argument("--rounds", type=int, default=2, help="echo/service run pairs")
+    p.add_argument("--rounds", type=int, help="echo/service run pairs (default 2; --scale: 3)")
     p.add_argument("--objects", type=int, default=10_000, help="objects stored beforehand")
     p.add_argument("--queries", type=int, default=1000, help="timed queries per run")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds allowed per phase")

@@ -86,9 +86,9 @@ def render(report: dict[str, Any]) -> str:
     lines = [
         f"mqtt-metamanager bench --scale: broker {report['broker']}, payload={o['payload_size']}B "
         f"count={o['count']} queries={o['queries']} lists={o['lists']} (of "
-        f"{min(1000, sizes[0]['objects'])} pods)",
+        f"{min(1000, sizes[0]['objects'])} pods) rounds={o['rounds']}",
         "",
-        "service",
+        "service (medians of the rounds; online and RSS: the worst)",
         _cells(
             ["objects", "db MB", *(t for _, t in SERVICE)]
             + [f"sync {n}" for n in sorted(o["syncs"])]
@@ -110,7 +110,11 @@ def render(report: dict[str, Any]) -> str:
                 ]
             )
         )
-    lines += ["", "echo (same broker, same round)", _cells(["objects", *(t for _, t in ECHO)])]
+    lines += [
+        "",
+        "echo (same broker, its runs alternating with the service's)",
+        _cells(["objects", *(t for _, t in ECHO)]),
+    ]
     for entry in sizes:
         lines.append(_cells([str(entry["objects"])] + [num(entry["echo"][k]) for k, _ in ECHO]))
     lines += ["", "targets:"]

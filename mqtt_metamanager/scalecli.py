@@ -46,6 +46,7 @@ def run(args: argparse.Namespace, login: dict[str, Any]) -> int:
             count=args.count,
             queries=args.queries,
             lists=args.lists,
+            rounds=3 if args.rounds is None else args.rounds,
             timeout=max(args.timeout, 1.0),
             host=args.host,
             port=args.port,

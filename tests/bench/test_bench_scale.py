@@ -34,7 +34,7 @@ def test_scale_json_has_every_figure_at_every_size_and_the_chart(tmp_path: Path)
         pytest.fail("mosquitto is not installed: run scripts/test.sh as root")
     plot = tmp_path / "scale.svg"
     argv = ["--scale", "--scale-sizes", "1000,100", "--scale-syncs", "300,100", "--count", "200"]
-    argv += ["--queries", "50", "--lists", "20", "--json", "--plot", str(plot)]
+    argv += ["--queries", "50", "--lists", "20", "--rounds", "2", "--json", "--plot", str(plot)]
     done = subprocess.run(
         [sys.executable, "-m", "mqtt_metamanager", "bench", *argv],
         capture_output=True,
@@ -50,6 +50,9 @@ def test_scale_json_has_every_figure_at_every_size_and_the_chart(tmp_path: Path)
         for figures in (entry["service"], entry["echo"]):
             assert all(value > 0 for value in figures.values()), figures
         assert set(entry["ratios"]) == {"inserts_per_s", "query_p99_ms"}
+        assert [set(r) for r in entry["rounds"]] == [{"echo", "service"}] * 2
+        worst = max(r["service"]["peak_rss_mb"] for r in entry["rounds"])
+        assert entry["service"]["peak_rss_mb"] == worst
         assert entry["db_mb"] > 0 and entry["preload_s"] > 0
     targets = report["targets"]
     assert len(targets) == 10  # five per size; no sync of 1,000 asked for
