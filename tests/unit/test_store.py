@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from mqtt_metamanager import store as store_module
 from mqtt_metamanager.envelope import Resource
 from mqtt_metamanager.routing import Outgoing
 from mqtt_metamanager.store import Store, StoreError
@@ -109,4 +110,118 @@ def test_put_with_a_version_keeps_an_object_with_a_greater_one(
     obj = s.get("ns/pod/p")
     assert obj is not None and (obj.value == new) is written
     assert s.revision == revision + written  # a kept object makes no revision
+    s.close()
+
+
+def _pods(count: int, namespace: str = "ns") -> list[tuple[Resource, dict[str, object]]]:
+    return [
+        (Resource(namespace, "pod", f"p{i}"), {"metadata": {"name": f"p{i}", "resourceVersion": i}})
+        for i in range(count)
+    ]
+
+
+def test_load_stores_like_put_with_a_revision_each(tmp_path: Path) -> None:
+    s = Store(str(tmp_path / "m.db"))
+    s.put(Resource.parse("ns/pod/p3"), {"old": True})
+    before = s.revision
+    assert s.load(_pods(10), batch=4) == 10
+    assert s.revision == before + 10
+    assert s.count() == 10  # p3 replaced, not doubled
+    p3 = s.get("ns/pod/p3")
+    assert p3 is not None and p3.value == {"metadata": {"name": "p3", "resourceVersion": 3}}
+    assert p3.resource_version == "3" and p3.namespace == "ns" and p3.name == "p3"
+    revisions = [r[0] for r in s.db.execute_sql("SELECT revision FROM meta ORDER BY revision")]
+    assert revisions == list(range(before + 1, before + 11))
+    # The history keeps only the newest change: a watch from before the load lists again.
+    changes = s.db.execute_sql("SELECT revision, key FROM changes").fetchall()
+    assert changes == [(before + 10, "ns/pod/p9")]
+    s.close()
+    reopened = Store(str(tmp_path / "m.db"))
+    assert reopened.revision == before + 10
+    reopened.close()
+
+
+def test_a_loaded_store_opens_and_counts_without_reading_every_row(tmp_path: Path) -> None:
+    path = str(tmp_path / "m.db")
+    s = Store(path)
+    s.load(_pods(20_000))
+    s.close()
+    s = Store(path)
+    conn = s.db.connection()
+    steps = [0]
+
+    def counted() -> int:
+        steps[0] += 1
+        return 0
+
+    conn.set_progress_handler(counted, 100)  # once per 100 virtual machine instructions
+    assert s._last_revision() == 20_000
+    assert steps[0] < 10, f"the revision took {steps[0] * 100} instructions: a scan"
+    plan = s.db.execute_sql("EXPLAIN QUERY PLAN " + store_module._COUNT_BY_TYPE).fetchall()
+    assert "COVERING INDEX" in str(plan), plan
+    assert s.count_by_type() == {"pod": 20_000}
+    conn.set_progress_handler(None, 0)
+    s.close()
+
+
+def test_texts_with_owner_says_which_statuses_have_their_pod(tmp_path: Path) -> None:
+    s = Store(str(tmp_path / "m.db"))
+    s.put(Resource.parse("b/pod/x"), {"n": 1})
+    s.put(Resource.parse("b/podstatus/x"), {"s": "bx"})
+    s.put(Resource.parse("a/podstatus/y"), {"s": "ay"})  # its pod is not stored
+    s.put(Resource.parse("a/pod/x"), {"n": 2})  # the same name in another namespace
+    assert list(s.texts_with_owner("podstatus", "pod")) == [
+        ("a/podstatus/y", "a", '{"s":"ay"}', False),
+        ("b/podstatus/x", "b", '{"s":"bx"}', True),
+    ]
+
+
+def test_counts_by_type_follow_commits_and_rollbacks_without_a_scan(tmp_path: Path) -> None:
+    import random
+
+    s = Store(str(tmp_path / "m.db"))
+    s.load(_pods(50))
+    pick = random.Random(4)
+
+    def scanned() -> dict[str, int]:
+        rows = s.db.execute_sql("SELECT type, COUNT(*) FROM meta GROUP BY type")
+        return {str(t): int(n) for t, n in rows}
+
+    assert s.count_by_type() == {"pod": 50}
+    for step in range(300):
+        key = f"ns/{pick.choice(['pod', 'podstatus', 'secret'])}/p{pick.randrange(60)}"
+        change = (
+            (lambda k=key: s.delete(k))
+            if pick.random() < 0.4
+            else (lambda k=key: s.put(Resource.parse(k), {"v": k}))
+        )
+        mode = pick.choice(["autocommit", "commit", "rollback", "nested rollback"])
+        if mode == "autocommit":
+            change()
+        elif mode == "commit":
+            with s.atomic():
+                change()
+                assert s.count_by_type() == scanned()  # the open transaction's too
+        elif mode == "rollback":
+            with pytest.raises(KeyError), s.atomic():
+                change()
+                raise KeyError("undo")
+        else:
+            with s.atomic():
+                change()
+                with pytest.raises(KeyError), s.atomic():
+                    s.put(Resource.parse(f"ns/configmap/c{step}"), {})
+                    raise KeyError("undo the inner one")
+        assert s.count_by_type() == scanned(), (step, mode)
+    conn = s.db.connection()
+    steps = [0]
+
+    def counted() -> int:
+        steps[0] += 1
+        return 0
+
+    conn.set_progress_handler(counted, 100)
+    s.count_by_type()
+    conn.set_progress_handler(None, 0)
+    assert steps[0] == 0  # a look-up, not a scan
     s.close()
