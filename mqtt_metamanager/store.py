@@ -58,11 +58,18 @@ _UPDATE_UNLESS_NEWER = _UPDATE_OBJECT + (
     " AND length(resource_version) <= 20 AND CAST(resource_version AS INTEGER) > ?)"
 )
 _INSERT_UNLESS_STORED = _INSERT_OBJECT.replace("INSERT INTO", "INSERT OR IGNORE INTO")
-_GET_VALUE = "SELECT value FROM meta WHERE key = ?"
+# Values as UTF-8 bytes (a BLOB): they go into replies as they are, never decoded.
+_GET_VALUE = "SELECT CAST(value AS BLOB) FROM meta WHERE key = ?"
 _GET_VERSION = "SELECT resource_version FROM meta WHERE key = ?"
 # Bound parameters are SQLite integers; a CAST of a longer number gives its largest one.
 _SQL_INT_MAX = 2**63 - 2
-_LIST_VALUES = "SELECT value FROM meta WHERE type = ? AND namespace = ? ORDER BY key"
+# One namespace's values joined by SQLite into one BLOB: no Python object per value (each
+# a ~1 KiB heap block), and the index on (type, namespace, key) gives the key order
+# without a sorter holding every value (issue 13).
+_LIST_VALUES = (
+    "SELECT CAST(group_concat(value, ',') AS BLOB) FROM"
+    " (SELECT value FROM meta WHERE type = ? AND namespace = ? ORDER BY key)"
+)
 _GET_APPLIED = "SELECT replies FROM applied WHERE msg_id = ?"
 _PUT_APPLIED = "INSERT OR REPLACE INTO applied (msg_id, replies, applied_at) VALUES (?, ?, ?)"
 _ADD_OUTBOX = "INSERT INTO outbox (topic, payload, correlation, retain) VALUES (?, ?, ?, ?)"
@@ -329,10 +336,10 @@ class Store:
         self.db.execute_sql(_ADD_CHANGE, (self._revision, event, *change))
         return True
 
-    def value_text(self, key: str) -> str | None:
-        """One object's value as the JSON text it is stored as, or None."""
+    def value_text(self, key: str) -> bytes | None:
+        """One object's value as the JSON text (UTF-8) it is stored as, or None."""
         row = self.db.execute_sql(_GET_VALUE, (key,)).fetchone()
-        return None if row is None else str(row[0])
+        return None if row is None else bytes(row[0])
 
     def resource_version(self, key: str) -> str | None:
         """One object's ``metadata.resourceVersion`` as stored ("" if it has none), or None
@@ -340,10 +347,12 @@ class Store:
         row = self.db.execute_sql(_GET_VERSION, (key,)).fetchone()
         return None if row is None else str(row[0])
 
-    def value_texts(self, namespace: str, type_: str) -> list[str]:
-        """The values of one type in one namespace, as stored JSON text, in key order:
-        a list reply splices them in without decoding each (docs/performance.md)."""
-        return [str(row[0]) for row in self.db.execute_sql(_LIST_VALUES, (type_, namespace))]
+    def value_texts(self, namespace: str, type_: str) -> bytes:
+        """The values of one type in one namespace, as stored JSON text (UTF-8), in key
+        order, comma-separated (b"" for none): a list reply splices them in as they are
+        (docs/performance.md)."""
+        row = self.db.execute_sql(_LIST_VALUES, (type_, namespace)).fetchone()
+        return b"" if row is None or row[0] is None else bytes(row[0])
 
     def delete(self, key: str) -> bool:
         """Remove one object; a new revision if it was there."""
