@@ -64,6 +64,8 @@ class DatabaseConfig:
     batch_max: int = 256
     # How many applied msg_ids are remembered for redelivery de-duplication.
     dedup_window: int = 100_000
+    # The bound of the service's SQLite page cache (its write connection), in KiB.
+    cache_kib: int = 2048
 
 
 @dataclass(frozen=True)
@@ -174,6 +176,7 @@ _RULES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("database.path", lambda v: bool(v), "non-empty"),
     ("database.batch_max", lambda v: 1 <= v <= 10_000, "1 to 10000"),
     ("database.dedup_window", lambda v: v >= 100, "at least 100"),
+    ("database.cache_kib", lambda v: 64 <= v <= 1 << 20, "64 to 1048576 KiB"),
     ("meta.sync.podstatus.interval", lambda v: v > 0, "a positive number of seconds"),
     ("meta.remote_query.timeout", lambda v: v > 0, "a positive number of seconds"),
     ("meta.remote_query.retries", lambda v: 0 <= v <= 20, "0 to 20"),

@@ -60,7 +60,7 @@ class Service:
             config.security.operators,
             legacy_inbox=config.security.legacy_inbox,
         )
-        self.store = Store(config.database.path)
+        self.store = Store(config.database.path, cache_kib=config.database.cache_kib)
         self.ops = Operations(
             self.store,
             self.topics,

@@ -119,7 +119,8 @@ def _models(db: pw.Database) -> SimpleNamespace:
 
         class Meta:
             table_name = "meta"
-            indexes = ((("type", "namespace"), False),)
+            # Lists (type, namespace) in key order straight from the index: no sorter.
+            indexes = ((("type", "namespace", "key"), False),)
 
     class Change(Base):
         revision = pw.IntegerField(primary_key=True)
@@ -192,7 +193,10 @@ def _publish_from_json(d: dict[str, Any]) -> Outgoing:
 class Store:
     """Metadata, de-duplication memory and outbox in one SQLite file (WAL)."""
 
-    def __init__(self, path: str, *, readonly: bool = False) -> None:
+    def __init__(self, path: str, *, readonly: bool = False, cache_kib: int = 2048) -> None:
+        """Args:
+        cache_kib: the bound of this connection's SQLite page cache (``database.cache_kib``).
+        """
         self.path = path
         if readonly:
             self.db = pw.SqliteDatabase(f"file:{path}?mode=ro", uri=True, pragmas={"query_only": 1})
@@ -205,6 +209,7 @@ class Store:
                     "synchronous": "full",
                     "busy_timeout": 5000,
                     "foreign_keys": 1,
+                    "cache_size": -cache_kib,
                 },
             )
         self.m = _models(self.db)
@@ -231,9 +236,12 @@ class Store:
                     "UPDATE meta SET revision = (SELECT COUNT(*) FROM meta AS m"
                     " WHERE m.key <= meta.key)"
                 )
+            # safe=True: every index IF NOT EXISTS, so files made before an index get it.
             self.db.create_tables(
                 [self.m.Meta, self.m.Change, self.m.Applied, self.m.Outbox], safe=True
             )
+            # Covered by meta_type_namespace_key (which replaced it): one index less to write.
+            self.db.execute_sql("DROP INDEX IF EXISTS meta_type_namespace")
             self.db.execute_sql(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:

@@ -55,6 +55,8 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
         ({"mqtt": {"tls": {"insecure": "yes"}}}, {}, "mqtt.tls.insecure"),
         ({}, {"METAMANAGER_MQTT__PORTT": "1"}, "mqtt.portt"),
         ({}, {"METAMANAGER_DATABASE__BATCH_MAX": "0"}, "database.batch_max"),
+        ({"database": {"cache_kib": 8}}, {}, "database.cache_kib"),
+        ({}, {"METAMANAGER_DATABASE__CACHE_KIB": "2 MB"}, "database.cache_kib"),
     ],
 )
 def test_bad_keys_and_values_are_refused_naming_the_key(

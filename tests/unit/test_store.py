@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -110,3 +111,60 @@ def test_put_with_a_version_keeps_an_object_with_a_greater_one(
     assert obj is not None and (obj.value == new) is written
     assert s.revision == revision + written  # a kept object makes no revision
     s.close()
+
+
+def _pods(store: Store, names: list[str], namespace: str = "default") -> None:
+    with store.atomic():
+        for name in names:
+            store.put(Resource(namespace, "pod", name), {"metadata": {"name": name}, "é": [1]})
+
+
+def test_list_values_are_the_stored_text_joined_in_key_order(tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "m.db"))
+    _pods(store, ["b", "c", "a"])
+    _pods(store, ["z"], namespace="other")
+    joined = store.value_texts("default", "pod")
+    assert isinstance(joined, bytes)
+    stored = sqlite3.connect(tmp_path / "m.db").execute(
+        "SELECT value FROM meta WHERE namespace = 'default' ORDER BY key"
+    )
+    assert joined == ",".join(row[0] for row in stored).encode()
+    assert [v["metadata"]["name"] for v in json.loads(b"[" + joined + b"]")] == ["a", "b", "c"]
+    assert store.value_texts("nowhere", "pod") == b""
+    assert store.value_text("default/pod/a") == b'{"metadata":{"name":"a"},"\\u00e9":[1]}'
+    assert store.value_text("default/pod/none") is None
+
+
+def test_a_list_reads_the_index_in_key_order_without_a_sorter(tmp_path: Path) -> None:
+    """A sort of a namespace's values holds all of them in SQLite's sorter (issue 13)."""
+    store = Store(str(tmp_path / "m.db"))
+    _pods(store, [f"p{i}" for i in range(50)])
+    statements: list[str] = []
+    store.db.connection().set_trace_callback(statements.append)
+    store.value_texts("default", "pod")
+    store.db.connection().set_trace_callback(None)
+    [sql] = [s for s in statements if "FROM meta" in s]
+    plan = " | ".join(
+        row[3] for row in store.db.execute_sql("EXPLAIN QUERY PLAN " + sql).fetchall()
+    )
+    assert "meta_type_namespace_key" in plan
+    assert "TEMP B-TREE" not in plan
+
+
+def test_a_file_made_before_the_list_index_gets_it_at_open(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    Store(str(path)).close()
+    db = sqlite3.connect(path)
+    db.execute("DROP INDEX meta_type_namespace_key")
+    db.execute('CREATE INDEX meta_type_namespace ON meta ("type", "namespace")')
+    db.commit()
+    db.close()
+    Store(str(path)).close()
+    indexes = {r[1] for r in sqlite3.connect(path).execute("PRAGMA index_list(meta)")}
+    assert "meta_type_namespace_key" in indexes
+    assert "meta_type_namespace" not in indexes  # covered by the new one
+
+
+def test_the_page_cache_is_bounded_by_the_configured_size(tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "m.db"), cache_kib=512)
+    assert store.db.execute_sql("PRAGMA cache_size").fetchone()[0] == -512
