@@ -64,6 +64,8 @@ class DatabaseConfig:
     batch_max: int = 256
     # How many applied msg_ids are remembered for redelivery de-duplication.
     dedup_window: int = 100_000
+    # The bound of the service's SQLite page cache (its write connection), in KiB.
+    cache_kib: int = 2048
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,15 @@ class KubeConfig:
 
 
 @dataclass(frozen=True)
+class MemoryConfig:
+    # glibc's malloc, set at start (allocator.py); 0 leaves glibc's own choice. Blocks from
+    # this size up are mmapped and unmapped on free, never left in the heap by a list reply.
+    malloc_mmap_threshold: int = 128 * 1024
+    # At most this many malloc arenas (glibc makes up to 8 per core, one per thread).
+    malloc_arena_max: int = 2
+
+
+@dataclass(frozen=True)
 class Config:
     node: NodeConfig = field(default_factory=NodeConfig)
     mqtt: MQTTConfig = field(default_factory=MQTTConfig)
@@ -156,6 +167,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     http: HTTPConfig = field(default_factory=HTTPConfig)
     kube: KubeConfig = field(default_factory=KubeConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
 
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -174,6 +186,13 @@ _RULES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("database.path", lambda v: bool(v), "non-empty"),
     ("database.batch_max", lambda v: 1 <= v <= 10_000, "1 to 10000"),
     ("database.dedup_window", lambda v: v >= 100, "at least 100"),
+    ("database.cache_kib", lambda v: 64 <= v <= 1 << 20, "64 to 1048576 KiB"),
+    (
+        "memory.malloc_mmap_threshold",
+        lambda v: v == 0 or 4096 <= v <= 32 * 1024 * 1024,
+        "0 (glibc's choice) or 4096 to 33554432 bytes",
+    ),
+    ("memory.malloc_arena_max", lambda v: 0 <= v <= 64, "0 (glibc's choice) or 1 to 64"),
     ("meta.sync.podstatus.interval", lambda v: v > 0, "a positive number of seconds"),
     ("meta.remote_query.timeout", lambda v: v > 0, "a positive number of seconds"),
     ("meta.remote_query.retries", lambda v: 0 <= v <= 20, "0 to 20"),

@@ -80,12 +80,19 @@ class JSONText:
     """A JSON value that is already text (stored objects): a message carrying it as its
     content splices it in as it is, never decoding it to encode it again."""
 
-    text: str
+    # UTF-8 pieces, joined once into the encoded message: a megabyte list reply is made
+    # as one bytes object, with no str of it to encode again (docs/performance.md, issue 13).
+    parts: tuple[bytes, ...]
 
     @classmethod
-    def array(cls, items: Iterable[str]) -> JSONText:
-        """A JSON array of values that are each JSON text already."""
-        return cls("[" + ",".join(items) + "]")
+    def array(cls, items: Iterable[bytes]) -> JSONText:
+        """A JSON array of values that are each JSON text (UTF-8) already."""
+        return cls.joined_array(b",".join(items))
+
+    @classmethod
+    def joined_array(cls, elements: bytes) -> JSONText:
+        """A JSON array of ``elements``: values that are JSON text, comma-separated."""
+        return cls((b"[", elements, b"]"))
 
 
 @dataclass(frozen=True)
@@ -188,8 +195,8 @@ class Message:
         # "content" is the envelope's last key: the rest is encoded, the text goes after it.
         envelope = replace(self, content=None).to_dict()
         del envelope["content"]
-        head = json.dumps(envelope, separators=(",", ":"))[:-1]
-        return f'{head},"content":{self.content.text}}}'.encode()
+        head = json.dumps(envelope, separators=(",", ":"))[:-1].encode()
+        return b"".join((head, b',"content":', *self.content.parts, b"}"))
 
 
 _HEADER_TYPES: dict[str, type | tuple[type, ...]] = {

@@ -303,14 +303,15 @@ class Operations:
         if resource.is_list:
             local = self.store.value_texts(resource.namespace, resource.type)
         else:
-            text = self.store.value_text(resource.key)
-            local = [] if text is None else [text]
+            local = self.store.value_text(resource.key) or b""
         connected = self._current_link().connected
         if connected and self.queries.should_ask(inbound, resource, has_local=bool(local)):
             return self.queries.ask(inbound, resource)
         if not local and not resource.is_list:
             raise OperationError(404, "not_found", f"{resource} is not stored")
-        return Result(replies=reply(inbound, "response", JSONText.array(local)), outcome=Kind.LOCAL)
+        return Result(
+            replies=reply(inbound, "response", JSONText.joined_array(local)), outcome=Kind.LOCAL
+        )
 
     def _response(self, inbound: Inbound) -> Result:
         msg = inbound.message

@@ -18,11 +18,11 @@ def podstatus_sync(store: Store, topics: Topics) -> Result:
     namespace. The stored JSON goes out as it is: decoding 10,000 statuses (and a model
     object per row) to encode them again was ~20 MB at the peak (docs/performance.md)."""
     result = Result()
-    by_namespace: dict[str, list[str]] = defaultdict(list)
+    by_namespace: dict[str, list[bytes]] = defaultdict(list)
     orphans = []
     for key, namespace, text, has_pod in store.texts_with_owner(PODSTATUS, POD):
         if has_pod:
-            by_namespace[namespace].append(text)
+            by_namespace[namespace].append(text.encode())
         else:
             orphans.append(key)
     for key in orphans:

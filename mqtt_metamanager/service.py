@@ -16,6 +16,7 @@ from collections import deque
 from types import FrameType
 from typing import Any
 
+from . import allocator
 from .config import Config
 from .heapwatch import HeapWatch
 from .http import endpoint_for
@@ -53,6 +54,7 @@ class Service:
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        allocator.tune(config.memory)  # before the heavy allocation: the store, the replies
         self.topics = Topics(config.mqtt.topic_prefix)
         self.access = AccessPolicy(
             self.topics,
@@ -60,7 +62,7 @@ class Service:
             config.security.operators,
             legacy_inbox=config.security.legacy_inbox,
         )
-        self.store = Store(config.database.path)
+        self.store = Store(config.database.path, cache_kib=config.database.cache_kib)
         self.ops = Operations(
             self.store,
             self.topics,
@@ -252,4 +254,5 @@ class Service:
             "answered_query_ids": self.ops.answered_query_ids,
             "store_retries": self.pipeline.retries.failing,
             **self._heap.figures(),
+            **allocator.figures(),
         }

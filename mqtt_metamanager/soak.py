@@ -84,6 +84,17 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def cpu_seconds(pid: int) -> float:
+    """The process's CPU time so far (user + system, from /proc), 0.0 when unreadable."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    # After the command name's ")": the state is field 3, utime and stime fields 14 and 15.
+    fields = stat.rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def file_mb(path: Path) -> float:
     try:
         return path.stat().st_size / 1024 / 1024
@@ -123,6 +134,7 @@ class Soak:
         self.proc: subprocess.Popen[bytes] | None = None
         self._hwm = 0.0
         self._row_start = 0.0
+        self._row_cpu = 0.0  # the service's CPU seconds when the current row began
         self._row_samples = 0  # index of the first sample of the current row
 
     def run(self) -> dict[str, Any]:
@@ -171,6 +183,7 @@ class Soak:
                 "rss_first_row_mb": first,
                 "rss_last_row_mb": last,
                 "rss_growth_mb": last - first,
+                "cpu_s": sum(r["cpu_s"] for r in self.rows),
                 "metrics": load.metrics,
             },
             "integrity": integrity(self.db),
@@ -244,6 +257,7 @@ class Soak:
         start = time.monotonic()
         next_sample, next_row, next_flap = start, start + opts.interval, start + FLAP_EVERY
         self._row_start = start
+        self._row_cpu = cpu_seconds(self.proc.pid) if self.proc is not None else 0.0
         sent = flaps = 0
         connected = True
         while sent < total:
@@ -298,6 +312,9 @@ class Soak:
         rss_now = rss_mb(self.proc.pid)
         rss_low = min([s["rss_mb"] for s in self.samples[self._row_samples :]] + [rss_now])
         self._row_samples = len(self.samples)
+        # CPU, not only wall time: rows stay comparable on a machine shared with others.
+        cpu_now = cpu_seconds(self.proc.pid)
+        cpu, self._row_cpu = cpu_now - self._row_cpu, cpu_now
         heap = metrics.get("heap_bytes")
         self.rows.append(
             {
@@ -310,6 +327,9 @@ class Soak:
                 "list_p50_ms": _ms(window.list_latencies, 50),
                 "list_kb": window.list_bytes / 1024 / max(1, len(window.list_latencies)),
                 "backlog": load.backlog,
+                "cpu_s": cpu,
+                "cpu_ms_per_input": cpu * 1000 / window.answered if window.answered else None,
+                "load1": os.getloadavg()[0],
                 "rss_mb": rss_now,
                 "rss_low_mb": rss_low,
                 "heap_mb": None if heap is None else heap / 1024 / 1024,

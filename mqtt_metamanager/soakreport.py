@@ -15,6 +15,9 @@ COLUMNS = (
     ("p99_ms", "p99 ms", "{:.1f}"),
     ("list_p50_ms", "list p50", "{:.0f}"),
     ("backlog", "backlog", "{:.0f}"),
+    ("cpu_s", "CPU s", "{:.1f}"),
+    ("cpu_ms_per_input", "CPU ms/in", "{:.2f}"),
+    ("load1", "load", "{:.1f}"),
     ("rss_mb", "RSS MB", "{:.1f}"),
     ("rss_low_mb", "RSS low", "{:.1f}"),
     ("heap_mb", "heap MB", "{:.1f}"),
@@ -30,6 +33,9 @@ GAUGES = (
     "timers",
     "store_retries",
     "objects",
+    "malloc_heap_bytes",
+    "malloc_free_bytes",
+    "malloc_mmapped_bytes",
 )
 
 
@@ -61,7 +67,8 @@ def render(report: dict[str, Any]) -> str:
         + (", STOPPED EARLY (backlog)" if t["stopped_early"] else ""),
         f"service: peak RSS {s['peak_rss_mb']:.1f} MB, RSS low first row -> last row "
         f"{s['rss_first_row_mb']:.1f} -> {s['rss_last_row_mb']:.1f} MB "
-        f"({s['rss_growth_mb']:+.1f}), exit code {s['exit_code']}",
+        f"({s['rss_growth_mb']:+.1f}), CPU {s.get('cpu_s', 0.0):.1f} s, "
+        f"exit code {s['exit_code']}",
         f"store integrity: {report['integrity']}",
     ]
     metrics = s.get("metrics") or {}

@@ -58,19 +58,20 @@ _UPDATE_UNLESS_NEWER = _UPDATE_OBJECT + (
     " AND length(resource_version) <= 20 AND CAST(resource_version AS INTEGER) > ?)"
 )
 _INSERT_UNLESS_STORED = _INSERT_OBJECT.replace("INSERT INTO", "INSERT OR IGNORE INTO")
-_GET_VALUE = "SELECT value FROM meta WHERE key = ?"
+# Values as UTF-8 bytes (a BLOB): they go into replies as they are, never decoded.
+_GET_VALUE = "SELECT CAST(value AS BLOB) FROM meta WHERE key = ?"
 _GET_VERSION = "SELECT resource_version FROM meta WHERE key = ?"
 # Bound parameters are SQLite integers; a CAST of a longer number gives its largest one.
 _SQL_INT_MAX = 2**63 - 2
 # Every put and delete records its change and pruning keeps the newest one, so the newest
 # change is the store's revision: one look-up in the primary key. Only a store that never
 # changed since schema 2 has none, and then its objects' revisions say it (a scan, once).
-_LAST_REVISION = (
+LAST_REVISION_SQL = (
     "SELECT COALESCE((SELECT MAX(revision) FROM changes), (SELECT MAX(revision) FROM meta), 0)"
 )
 _COUNT_OBJECTS = "SELECT COUNT(*) FROM meta"
 # COUNT(*), not COUNT(key): the type index alone answers it; COUNT(key) read every row.
-_COUNT_BY_TYPE = "SELECT type, COUNT(*) FROM meta GROUP BY type"
+COUNT_BY_TYPE_SQL = "SELECT type, COUNT(*) FROM meta GROUP BY type"
 _UPSERT_OBJECT = _INSERT_OBJECT + (
     " ON CONFLICT(key) DO UPDATE SET type = excluded.type, namespace = excluded.namespace,"
     " name = excluded.name, value = excluded.value,"
@@ -86,7 +87,13 @@ _WITH_OWNER = (
 )
 _FORGET_CHANGES_BEFORE = "DELETE FROM changes WHERE revision < ?"
 LOAD_BATCH = 50_000  # objects per transaction of ``Store.load``
-_LIST_VALUES = "SELECT value FROM meta WHERE type = ? AND namespace = ? ORDER BY key"
+# One namespace's values joined by SQLite into one BLOB: no Python object per value (each
+# a ~1 KiB heap block), and the index on (type, namespace, key) gives the key order
+# without a sorter holding every value (issue 13).
+_LIST_VALUES = (
+    "SELECT CAST(group_concat(value, ',') AS BLOB) FROM"
+    " (SELECT value FROM meta WHERE type = ? AND namespace = ? ORDER BY key)"
+)
 _GET_APPLIED = "SELECT replies FROM applied WHERE msg_id = ?"
 _PUT_APPLIED = "INSERT OR REPLACE INTO applied (msg_id, replies, applied_at) VALUES (?, ?, ?)"
 _ADD_OUTBOX = "INSERT INTO outbox (topic, payload, correlation, retain) VALUES (?, ?, ?, ?)"
@@ -136,7 +143,8 @@ def _models(db: pw.Database) -> SimpleNamespace:
 
         class Meta:
             table_name = "meta"
-            indexes = ((("type", "namespace"), False),)
+            # Lists (type, namespace) in key order straight from the index: no sorter.
+            indexes = ((("type", "namespace", "key"), False),)
 
     class Change(Base):
         revision = pw.IntegerField(primary_key=True)
@@ -209,7 +217,10 @@ def _publish_from_json(d: dict[str, Any]) -> Outgoing:
 class Store:
     """Metadata, de-duplication memory and outbox in one SQLite file (WAL)."""
 
-    def __init__(self, path: str, *, readonly: bool = False) -> None:
+    def __init__(self, path: str, *, readonly: bool = False, cache_kib: int = 2048) -> None:
+        """Args:
+        cache_kib: the bound of this connection's SQLite page cache (``database.cache_kib``).
+        """
         self.path = path
         self.readonly = readonly  # another process writes: nothing is counted once
         if readonly:
@@ -223,6 +234,7 @@ class Store:
                     "synchronous": "full",
                     "busy_timeout": 5000,
                     "foreign_keys": 1,
+                    "cache_size": -cache_kib,
                 },
             )
         self.m = _models(self.db)
@@ -254,9 +266,12 @@ class Store:
                     "UPDATE meta SET revision = (SELECT COUNT(*) FROM meta AS m"
                     " WHERE m.key <= meta.key)"
                 )
+            # safe=True: every index IF NOT EXISTS, so files made before an index get it.
             self.db.create_tables(
                 [self.m.Meta, self.m.Change, self.m.Applied, self.m.Outbox], safe=True
             )
+            # Covered by meta_type_namespace_key (which replaced it): one index less to write.
+            self.db.execute_sql("DROP INDEX IF EXISTS meta_type_namespace")
             self.db.execute_sql(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -270,7 +285,7 @@ class Store:
         return self._revision
 
     def _last_revision(self) -> int:
-        return int(self.db.execute_sql(_LAST_REVISION).fetchone()[0])
+        return int(self.db.execute_sql(LAST_REVISION_SQL).fetchone()[0])
 
     @contextmanager
     def atomic(self) -> Iterator[None]:
@@ -374,10 +389,10 @@ class Store:
         self.db.execute_sql(_ADD_CHANGE, (self._revision, event, *change))
         return True
 
-    def value_text(self, key: str) -> str | None:
-        """One object's value as the JSON text it is stored as, or None."""
+    def value_text(self, key: str) -> bytes | None:
+        """One object's value as the JSON text (UTF-8) it is stored as, or None."""
         row = self.db.execute_sql(_GET_VALUE, (key,)).fetchone()
-        return None if row is None else str(row[0])
+        return None if row is None else bytes(row[0])
 
     def resource_version(self, key: str) -> str | None:
         """One object's ``metadata.resourceVersion`` as stored ("" if it has none), or None
@@ -385,10 +400,12 @@ class Store:
         row = self.db.execute_sql(_GET_VERSION, (key,)).fetchone()
         return None if row is None else str(row[0])
 
-    def value_texts(self, namespace: str, type_: str) -> list[str]:
-        """The values of one type in one namespace, as stored JSON text, in key order:
-        a list reply splices them in without decoding each (docs/performance.md)."""
-        return [str(row[0]) for row in self.db.execute_sql(_LIST_VALUES, (type_, namespace))]
+    def value_texts(self, namespace: str, type_: str) -> bytes:
+        """The values of one type in one namespace, as stored JSON text (UTF-8), in key
+        order, comma-separated (b"" for none): a list reply splices them in as they are
+        (docs/performance.md)."""
+        row = self.db.execute_sql(_LIST_VALUES, (type_, namespace)).fetchone()
+        return b"" if row is None or row[0] is None else bytes(row[0])
 
     def texts_with_owner(self, type_: str, owner_type: str) -> Iterator[tuple[str, str, str, bool]]:
         """(key, namespace, value as stored JSON text, whether its owner is stored) of each
@@ -492,7 +509,7 @@ class Store:
         """How many objects of each type are stored (committed, and made in the open
         transaction). Counted once, then followed: a look-up, not a scan."""
         if self._counts is None or self.readonly:
-            counted = {str(t): int(n) for t, n in self.db.execute_sql(_COUNT_BY_TYPE)}
+            counted = {str(t): int(n) for t, n in self.db.execute_sql(COUNT_BY_TYPE_SQL)}
             for type_, delta in self._staged_counts.items():  # not committed yet
                 counted[type_] = counted.get(type_, 0) - delta
             self._counts = {t: n for t, n in counted.items() if n}

@@ -1,5 +1,6 @@
 """The service's periodic chores on the loop's timers: the pod-status sync, pruning the
-dedup memory and the change history, counting stored objects, the MQTT metrics snapshot."""
+dedup memory and the change history (and trimming the C heap with it), counting stored
+objects, the MQTT metrics snapshot."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from . import allocator
 from .config import Config
 from .envelope import now_ms
 from .pipeline import Pipeline
@@ -63,6 +65,9 @@ class Upkeep:
         else:
             if dropped:
                 log.info("dedup: forgot %d old msg_ids", dropped)
+        # The free pages the last minute's list replies left inside the heap go back to the
+        # system (issue 13; docs/performance.md, "Where the memory went").
+        allocator.trim()
         self.timers.call_later(PRUNE_INTERVAL, self.prune)
 
     def sample_store(self) -> None:

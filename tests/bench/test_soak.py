@@ -4,6 +4,7 @@ answered exactly once, the store intact, every figure and the chart present."""
 from __future__ import annotations
 
 import json
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,9 @@ ROW = {
     "p99_ms",
     "list_p50_ms",
     "backlog",
+    "cpu_s",
+    "cpu_ms_per_input",
+    "load1",
     "rss_mb",
     "rss_low_mb",
     "heap_mb",
@@ -53,9 +57,15 @@ def test_short_soak_answers_every_input_once(tmp_path: Path) -> None:
     assert len(report["rows"]) >= 4
     assert all(set(row) >= ROW for row in report["rows"])
     assert all(row["rss_mb"] > 0 and row["db_mb"] > 0 for row in report["rows"])
+    # The service's own CPU per row (user + system), so shared-machine rows compare.
+    assert all(row["cpu_s"] > 0 for row in report["rows"])
+    assert report["service"]["cpu_s"] == pytest.approx(sum(r["cpu_s"] for r in report["rows"]))
     # The service's in-memory collections are in its metrics, with their sizes.
     metrics = report["service"]["metrics"]
     assert {"held_inputs", "outbox_inflight", "remote_queries", "timers"} <= set(metrics)
+    assert {"answered_query_ids", "store_retries"} <= set(metrics)
+    if platform.libc_ver()[0] == "glibc":  # glibc's own account of the C heap
+        assert metrics["malloc_free_bytes"] < metrics["malloc_heap_bytes"]
     assert plot.read_text().startswith("<svg") and "<polyline" in plot.read_text()
 
 

@@ -55,6 +55,13 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
         ({"mqtt": {"tls": {"insecure": "yes"}}}, {}, "mqtt.tls.insecure"),
         ({}, {"METAMANAGER_MQTT__PORTT": "1"}, "mqtt.portt"),
         ({}, {"METAMANAGER_DATABASE__BATCH_MAX": "0"}, "database.batch_max"),
+        ({"database": {"cache_kib": 8}}, {}, "database.cache_kib"),
+        ({}, {"METAMANAGER_DATABASE__CACHE_KIB": "2 MB"}, "database.cache_kib"),
+        ({"memory": {"malloc_mmap_threshold": 100}}, {}, "memory.malloc_mmap_threshold"),
+        ({"memory": {"malloc_mmap_threshold": 1 << 30}}, {}, "memory.malloc_mmap_threshold"),
+        ({"memory": {"malloc_arena_max": -1}}, {}, "memory.malloc_arena_max"),
+        ({"memory": {"malloc_arena_max": 1.5}}, {}, "memory.malloc_arena_max"),
+        ({"memory": {"arena_max": 2}}, {}, "memory.arena_max"),
     ],
 )
 def test_bad_keys_and_values_are_refused_naming_the_key(
@@ -130,3 +137,14 @@ def test_shipped_broker_configs_refuse_anonymous_clients(name: str) -> None:
     assert settings["allow_anonymous"] == "false"
     assert settings["password_file"].endswith("passwd")
     assert settings["acl_file"].endswith("acl")
+
+
+def test_memory_keys_default_to_the_measured_settings_and_take_overrides() -> None:
+    cfg = config.from_mapping({}, {})
+    assert cfg.memory.malloc_mmap_threshold == 128 * 1024
+    assert cfg.memory.malloc_arena_max == 2
+    assert cfg.database.cache_kib == 2048
+    env = {"METAMANAGER_MEMORY__MALLOC_ARENA_MAX": "0", "METAMANAGER_DATABASE__CACHE_KIB": "512"}
+    cfg = config.from_mapping({"memory": {"malloc_mmap_threshold": 0}}, env)
+    assert (cfg.memory.malloc_mmap_threshold, cfg.memory.malloc_arena_max) == (0, 0)
+    assert cfg.database.cache_kib == 512

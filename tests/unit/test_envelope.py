@@ -99,8 +99,12 @@ def test_json_text_content_is_spliced_in_as_the_same_json() -> None:
     from mqtt_metamanager.envelope import JSONText, Message
 
     values = [{"metadata": {"name": "a"}, "n": 1.5}, {"é": ["x", None, True]}]
-    texts = [json.dumps(v, separators=(",", ":"), ensure_ascii=False) for v in values]
+    texts = [json.dumps(v, separators=(",", ":"), ensure_ascii=False).encode() for v in values]
     decoded = Message.new(source="s", group="g", operation="response", resource="r", content=values)
     spliced = decoded.with_content(JSONText.array(texts))
     assert json.loads(spliced.encode()) == json.loads(decoded.encode())
     assert json.loads(decoded.with_content(JSONText.array([])).encode())["content"] == []
+    # The payload is the one bytes object the reply is, its content the stored text as is.
+    payload = spliced.encode()
+    assert isinstance(payload, bytes)
+    assert payload.endswith(b',"content":[' + b",".join(texts) + b"]}")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -146,21 +147,23 @@ def test_a_loaded_store_opens_and_counts_without_reading_every_row(tmp_path: Pat
     s = Store(path)
     s.load(_pods(20_000))
     s.close()
-    s = Store(path)
-    conn = s.db.connection()
+    # The statements the store opens and counts with, on a connection of the test's own
+    # that counts the virtual machine instructions they take.
+    conn = sqlite3.connect(path)
     steps = [0]
 
     def counted() -> int:
         steps[0] += 1
         return 0
 
-    conn.set_progress_handler(counted, 100)  # once per 100 virtual machine instructions
-    assert s._last_revision() == 20_000
+    conn.set_progress_handler(counted, 100)  # once per 100 instructions
+    assert conn.execute(store_module.LAST_REVISION_SQL).fetchone() == (20_000,)
     assert steps[0] < 10, f"the revision took {steps[0] * 100} instructions: a scan"
-    plan = s.db.execute_sql("EXPLAIN QUERY PLAN " + store_module._COUNT_BY_TYPE).fetchall()
+    plan = conn.execute("EXPLAIN QUERY PLAN " + store_module.COUNT_BY_TYPE_SQL).fetchall()
     assert "COVERING INDEX" in str(plan), plan
-    assert s.count_by_type() == {"pod": 20_000}
-    conn.set_progress_handler(None, 0)
+    conn.close()
+    s = Store(path)
+    assert s.revision == 20_000 and s.count_by_type() == {"pod": 20_000}
     s.close()
 
 
@@ -225,3 +228,60 @@ def test_counts_by_type_follow_commits_and_rollbacks_without_a_scan(tmp_path: Pa
     conn.set_progress_handler(None, 0)
     assert steps[0] == 0  # a look-up, not a scan
     s.close()
+
+
+def _put_pods(store: Store, names: list[str], namespace: str = "default") -> None:
+    with store.atomic():
+        for name in names:
+            store.put(Resource(namespace, "pod", name), {"metadata": {"name": name}, "é": [1]})
+
+
+def test_list_values_are_the_stored_text_joined_in_key_order(tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "m.db"))
+    _put_pods(store, ["b", "c", "a"])
+    _put_pods(store, ["z"], namespace="other")
+    joined = store.value_texts("default", "pod")
+    assert isinstance(joined, bytes)
+    stored = sqlite3.connect(tmp_path / "m.db").execute(
+        "SELECT value FROM meta WHERE namespace = 'default' ORDER BY key"
+    )
+    assert joined == ",".join(row[0] for row in stored).encode()
+    assert [v["metadata"]["name"] for v in json.loads(b"[" + joined + b"]")] == ["a", "b", "c"]
+    assert store.value_texts("nowhere", "pod") == b""
+    assert store.value_text("default/pod/a") == b'{"metadata":{"name":"a"},"\\u00e9":[1]}'
+    assert store.value_text("default/pod/none") is None
+
+
+def test_a_list_reads_the_index_in_key_order_without_a_sorter(tmp_path: Path) -> None:
+    """A sort of a namespace's values holds all of them in SQLite's sorter (issue 13)."""
+    store = Store(str(tmp_path / "m.db"))
+    _put_pods(store, [f"p{i}" for i in range(50)])
+    statements: list[str] = []
+    store.db.connection().set_trace_callback(statements.append)
+    store.value_texts("default", "pod")
+    store.db.connection().set_trace_callback(None)
+    [sql] = [s for s in statements if "FROM meta" in s]
+    plan = " | ".join(
+        row[3] for row in store.db.execute_sql("EXPLAIN QUERY PLAN " + sql).fetchall()
+    )
+    assert "meta_type_namespace_key" in plan
+    assert "TEMP B-TREE" not in plan
+
+
+def test_a_file_made_before_the_list_index_gets_it_at_open(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    Store(str(path)).close()
+    db = sqlite3.connect(path)
+    db.execute("DROP INDEX meta_type_namespace_key")
+    db.execute('CREATE INDEX meta_type_namespace ON meta ("type", "namespace")')
+    db.commit()
+    db.close()
+    Store(str(path)).close()
+    indexes = {r[1] for r in sqlite3.connect(path).execute("PRAGMA index_list(meta)")}
+    assert "meta_type_namespace_key" in indexes
+    assert "meta_type_namespace" not in indexes  # covered by the new one
+
+
+def test_the_page_cache_is_bounded_by_the_configured_size(tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "m.db"), cache_kib=512)
+    assert store.db.execute_sql("PRAGMA cache_size").fetchone()[0] == -512
