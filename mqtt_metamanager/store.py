@@ -217,7 +217,7 @@ def _publish_from_json(d: dict[str, Any]) -> Outgoing:
 class Store:
     """Metadata, de-duplication memory and outbox in one SQLite file (WAL)."""
 
-    def __init__(self, path: str, *, readonly: bool = False, cache_kib: int = 2048) -> None:
+    def __init__(self, path: str, *, readonly: bool = False, cache_kib: int = 1024) -> None:
         """Args:
         cache_kib: the bound of this connection's SQLite page cache (``database.cache_kib``).
         """
