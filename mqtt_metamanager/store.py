@@ -23,82 +23,17 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
 import peewee as pw
 
+from . import schema
 from .envelope import Resource
 from .routing import Outgoing
 
-SCHEMA_VERSION = 2
-
-# The per-message statements, written once: building them through peewee's query builder
-# for every row was most of the service's CPU under load (docs/performance.md).
-_GET_OBJECT = (
-    "SELECT key, type, namespace, name, value, resource_version, updated_at FROM meta WHERE key = ?"
-)
-_UPDATE_OBJECT = (
-    "UPDATE meta SET type = ?, namespace = ?, name = ?, value = ?, resource_version = ?,"
-    " updated_at = ?, revision = ? WHERE key = ?"
-)
-_INSERT_OBJECT = (
-    "INSERT INTO meta (type, namespace, name, value, resource_version, updated_at, revision, key)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_DELETE_OBJECT = "DELETE FROM meta WHERE key = ? RETURNING type, namespace, name, value"
-_ADD_CHANGE = (
-    "INSERT INTO changes (revision, event, key, type, namespace, name, value, at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-)
-# The same UPDATE, unless the stored resourceVersion is a number (ASCII digits, up to 20)
-# greater than the parameter: the staleness check of an insert in the statement it makes.
-_UPDATE_UNLESS_NEWER = _UPDATE_OBJECT + (
-    " AND NOT (resource_version <> '' AND resource_version NOT GLOB '*[^0-9]*'"
-    " AND length(resource_version) <= 20 AND CAST(resource_version AS INTEGER) > ?)"
-)
-_INSERT_UNLESS_STORED = _INSERT_OBJECT.replace("INSERT INTO", "INSERT OR IGNORE INTO")
-# Values as UTF-8 bytes (a BLOB): they go into replies as they are, never decoded.
-_GET_VALUE = "SELECT CAST(value AS BLOB) FROM meta WHERE key = ?"
-_GET_VERSION = "SELECT resource_version FROM meta WHERE key = ?"
 # Bound parameters are SQLite integers; a CAST of a longer number gives its largest one.
 _SQL_INT_MAX = 2**63 - 2
-# Every put and delete records its change and pruning keeps the newest one, so the newest
-# change is the store's revision: one look-up in the primary key. Only a store that never
-# changed since schema 2 has none, and then its objects' revisions say it (a scan, once).
-LAST_REVISION_SQL = (
-    "SELECT COALESCE((SELECT MAX(revision) FROM changes), (SELECT MAX(revision) FROM meta), 0)"
-)
-_COUNT_OBJECTS = "SELECT COUNT(*) FROM meta"
-# COUNT(*), not COUNT(key): the type index alone answers it; COUNT(key) read every row.
-COUNT_BY_TYPE_SQL = "SELECT type, COUNT(*) FROM meta GROUP BY type"
-_UPSERT_OBJECT = _INSERT_OBJECT + (
-    " ON CONFLICT(key) DO UPDATE SET type = excluded.type, namespace = excluded.namespace,"
-    " name = excluded.name, value = excluded.value,"
-    " resource_version = excluded.resource_version, updated_at = excluded.updated_at,"
-    " revision = excluded.revision"
-)
-# Objects of one type with, for each, whether the object of the same namespace and name of
-# another type is stored (a pod status and its pod): one statement, no object decoded.
-_WITH_OWNER = (
-    "SELECT s.key, s.namespace, s.value, EXISTS (SELECT 1 FROM meta AS o"
-    " WHERE o.key = s.namespace || '/' || ? || '/' || s.name)"
-    " FROM meta AS s WHERE s.type = ? ORDER BY s.namespace, s.key"
-)
-_FORGET_CHANGES_BEFORE = "DELETE FROM changes WHERE revision < ?"
 LOAD_BATCH = 50_000  # objects per transaction of ``Store.load``
-# One namespace's values joined by SQLite into one BLOB: no Python object per value (each
-# a ~1 KiB heap block), and the index on (type, namespace, key) gives the key order
-# without a sorter holding every value (issue 13).
-_LIST_VALUES = (
-    "SELECT CAST(group_concat(value, ',') AS BLOB) FROM"
-    " (SELECT value FROM meta WHERE type = ? AND namespace = ? ORDER BY key)"
-)
-_GET_APPLIED = "SELECT replies FROM applied WHERE msg_id = ?"
-_PUT_APPLIED = "INSERT OR REPLACE INTO applied (msg_id, replies, applied_at) VALUES (?, ?, ?)"
-_ADD_OUTBOX = "INSERT INTO outbox (topic, payload, correlation, retain) VALUES (?, ?, ?, ?)"
-_REMOVE_OUTBOX = "DELETE FROM outbox WHERE id = ?"
-
 
 ADDED, MODIFIED, DELETED = "ADDED", "MODIFIED", "DELETED"
 
@@ -122,63 +57,6 @@ class StoredObject:
 class OutboxEntry:
     id: int
     publish: Outgoing
-
-
-def _models(db: pw.Database) -> SimpleNamespace:
-    """Model classes bound to one database, so several stores can live in one process."""
-
-    class Base(pw.Model):
-        class Meta:
-            database = db
-
-    class Meta(Base):
-        key = pw.CharField(primary_key=True)
-        type = pw.CharField(index=True)
-        value = pw.TextField()
-        namespace = pw.CharField(default="")
-        name = pw.CharField(default="")
-        resource_version = pw.CharField(default="")
-        updated_at = pw.FloatField(default=0.0)
-        revision = pw.IntegerField(default=0)
-
-        class Meta:
-            table_name = "meta"
-            # Lists (type, namespace) in key order straight from the index: no sorter.
-            indexes = ((("type", "namespace", "key"), False),)
-
-    class Change(Base):
-        revision = pw.IntegerField(primary_key=True)
-        event = pw.CharField()  # ADDED, MODIFIED, DELETED
-        key = pw.CharField()
-        type = pw.CharField()
-        namespace = pw.CharField()
-        name = pw.CharField()
-        value = pw.TextField()  # the object after the change (before it, for DELETED)
-        at = pw.FloatField(index=True)
-
-        class Meta:
-            table_name = "changes"
-            indexes = ((("type", "revision"), False),)
-
-    class Applied(Base):
-        msg_id = pw.CharField(primary_key=True)
-        replies = pw.TextField(default="[]")
-        applied_at = pw.FloatField(index=True)
-
-        class Meta:
-            table_name = "applied"
-
-    class Outbox(Base):
-        id = pw.AutoField()
-        topic = pw.CharField()
-        payload = pw.BlobField()
-        correlation = pw.BlobField(null=True)
-        retain = pw.BooleanField(default=False)
-
-        class Meta:
-            table_name = "outbox"
-
-    return SimpleNamespace(Meta=Meta, Change=Change, Applied=Applied, Outbox=Outbox)
 
 
 def _resource_version(value: Any) -> str:
@@ -237,7 +115,7 @@ class Store:
                     "cache_size": -cache_kib,
                 },
             )
-        self.m = _models(self.db)
+        self.m = schema.models(self.db)
         # Read by /readyz from another thread (peewee's own state is per thread): "" while
         # the last transaction committed, else why it failed; "closed" once closed.
         self.problem = ""
@@ -256,7 +134,7 @@ class Store:
 
     def _migrate(self) -> None:
         version = self.db.execute_sql("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
+        if version > schema.SCHEMA_VERSION:
             raise StoreError(f"schema version {version} is newer than this program's")
         with self.db.atomic():
             if version == 1:
@@ -272,7 +150,7 @@ class Store:
             )
             # Covered by meta_type_namespace_key (which replaced it): one index less to write.
             self.db.execute_sql("DROP INDEX IF EXISTS meta_type_namespace")
-            self.db.execute_sql(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            self.db.execute_sql(f"PRAGMA user_version = {schema.SCHEMA_VERSION}")
 
     def close(self) -> None:
         self.problem = "closed"
@@ -285,7 +163,7 @@ class Store:
         return self._revision
 
     def _last_revision(self) -> int:
-        return int(self.db.execute_sql(LAST_REVISION_SQL).fetchone()[0])
+        return int(self.db.execute_sql(schema.LAST_REVISION).fetchone()[0])
 
     @contextmanager
     def atomic(self) -> Iterator[None]:
@@ -343,7 +221,7 @@ class Store:
         )
 
     def get(self, key: str) -> StoredObject | None:
-        row = self.db.execute_sql(_GET_OBJECT, (key,)).fetchone()
+        row = self.db.execute_sql(schema.GET_OBJECT, (key,)).fetchone()
         if row is None:
             return None
         key, type_, namespace, name, value, resource_version, updated_at = row
@@ -372,13 +250,13 @@ class Store:
         name = resource.name or ""
         row = (resource.type, resource.namespace, name, text, _resource_version(value), now)
         if version is None:
-            cursor = self.db.execute_sql(_UPDATE_OBJECT, (*row, self._revision, resource.key))
+            cursor = self.db.execute_sql(schema.UPDATE_OBJECT, (*row, self._revision, resource.key))
         else:
             where = (*row, self._revision, resource.key, version)
-            cursor = self.db.execute_sql(_UPDATE_UNLESS_NEWER, where)
+            cursor = self.db.execute_sql(schema.UPDATE_UNLESS_NEWER, where)
         event = MODIFIED
         if cursor.rowcount == 0:
-            insert = _INSERT_OBJECT if version is None else _INSERT_UNLESS_STORED
+            insert = schema.INSERT_OBJECT if version is None else schema.INSERT_UNLESS_STORED
             cursor = self.db.execute_sql(insert, (*row, self._revision, resource.key))
             if cursor.rowcount == 0:  # it is stored, with a greater version
                 self._revision -= 1
@@ -386,44 +264,46 @@ class Store:
             event = ADDED
             self._counted(resource.type, 1)
         change = (resource.key, resource.type, resource.namespace, name, text, now)
-        self.db.execute_sql(_ADD_CHANGE, (self._revision, event, *change))
+        self.db.execute_sql(schema.ADD_CHANGE, (self._revision, event, *change))
         return True
 
     def value_text(self, key: str) -> bytes | None:
         """One object's value as the JSON text (UTF-8) it is stored as, or None."""
-        row = self.db.execute_sql(_GET_VALUE, (key,)).fetchone()
+        row = self.db.execute_sql(schema.GET_VALUE, (key,)).fetchone()
         return None if row is None else bytes(row[0])
 
     def resource_version(self, key: str) -> str | None:
         """One object's ``metadata.resourceVersion`` as stored ("" if it has none), or None
         if there is no such object."""
-        row = self.db.execute_sql(_GET_VERSION, (key,)).fetchone()
+        row = self.db.execute_sql(schema.GET_VERSION, (key,)).fetchone()
         return None if row is None else str(row[0])
 
     def value_texts(self, namespace: str, type_: str) -> bytes:
         """The values of one type in one namespace, as stored JSON text (UTF-8), in key
         order, comma-separated (b"" for none): a list reply splices them in as they are
         (docs/performance.md)."""
-        row = self.db.execute_sql(_LIST_VALUES, (type_, namespace)).fetchone()
+        row = self.db.execute_sql(schema.LIST_VALUES, (type_, namespace)).fetchone()
         return b"" if row is None or row[0] is None else bytes(row[0])
 
     def texts_with_owner(self, type_: str, owner_type: str) -> Iterator[tuple[str, str, str, bool]]:
         """(key, namespace, value as stored JSON text, whether its owner is stored) of each
         object of ``type_``, by namespace and key; the owner is the object of
         ``owner_type`` with the same namespace and name. Read it all before writing."""
-        for key, namespace, text, owned in self.db.execute_sql(_WITH_OWNER, (owner_type, type_)):
+        for key, namespace, text, owned in self.db.execute_sql(
+            schema.WITH_OWNER, (owner_type, type_)
+        ):
             yield str(key), str(namespace), str(text), bool(owned)
 
     def delete(self, key: str) -> bool:
         """Remove one object; a new revision if it was there."""
-        row = self.db.execute_sql(_DELETE_OBJECT, (key,)).fetchone()
+        row = self.db.execute_sql(schema.DELETE_OBJECT, (key,)).fetchone()
         if row is None:
             return False
         type_, namespace, name, value = row
         self._counted(type_, -1)
         self._revision += 1
         change = (key, type_, namespace, name, value, time.time())
-        self.db.execute_sql(_ADD_CHANGE, (self._revision, DELETED, *change))
+        self.db.execute_sql(schema.ADD_CHANGE, (self._revision, DELETED, *change))
         return True
 
     def objects(self, namespace: str | None = None, type_: str | None = None) -> list[StoredObject]:
@@ -439,7 +319,7 @@ class Store:
         return int(self.db.connection().total_changes)
 
     def count(self) -> int:
-        return int(self.db.execute_sql(_COUNT_OBJECTS).fetchone()[0])
+        return int(self.db.execute_sql(schema.COUNT_OBJECTS).fetchone()[0])
 
     def load(self, objects: Iterable[tuple[Resource, Any]], *, batch: int = LOAD_BATCH) -> int:
         """Store many objects at once (insert or replace, no staleness check), in
@@ -485,9 +365,9 @@ class Store:
                         resource.key,
                     )
                 )
-            self.db.cursor().executemany(_UPSERT_OBJECT, rows)
+            self.db.cursor().executemany(schema.UPSERT_OBJECT, rows)
             self.put(*chunk[-1])  # the batch's newest change: the store's revision
-            self.db.execute_sql(_FORGET_CHANGES_BEFORE, (self._revision,))
+            self.db.execute_sql(schema.FORGET_CHANGES_BEFORE, (self._revision,))
         return len(chunk)
 
     def prune_changes(self, keep: int, max_age: float | None = None) -> int:
@@ -509,7 +389,7 @@ class Store:
         """How many objects of each type are stored (committed, and made in the open
         transaction). Counted once, then followed: a look-up, not a scan."""
         if self._counts is None or self.readonly:
-            counted = {str(t): int(n) for t, n in self.db.execute_sql(COUNT_BY_TYPE_SQL)}
+            counted = {str(t): int(n) for t, n in self.db.execute_sql(schema.COUNT_BY_TYPE)}
             for type_, delta in self._staged_counts.items():  # not committed yet
                 counted[type_] = counted.get(type_, 0) - delta
             self._counts = {t: n for t, n in counted.items() if n}
@@ -522,14 +402,14 @@ class Store:
 
     def applied_replies(self, msg_id: str) -> list[Outgoing] | None:
         """The replies sent for ``msg_id`` if it was applied already, else None."""
-        row = self.db.execute_sql(_GET_APPLIED, (msg_id,)).fetchone()
+        row = self.db.execute_sql(schema.GET_APPLIED, (msg_id,)).fetchone()
         if row is None:
             return None
         return [_publish_from_json(d) for d in json.loads(row[0])]
 
     def mark_applied(self, msg_id: str, replies: Iterable[Outgoing]) -> None:
         replies_json = json.dumps([_publish_to_json(p) for p in replies])
-        self.db.execute_sql(_PUT_APPLIED, (msg_id, replies_json, time.time()))
+        self.db.execute_sql(schema.PUT_APPLIED, (msg_id, replies_json, time.time()))
 
     def prune_applied(self, keep: int) -> int:
         """Forget all but the ``keep`` newest msg_ids; returns how many were dropped."""
@@ -546,7 +426,7 @@ class Store:
         entries = []
         for p in publishes:
             cursor = self.db.execute_sql(
-                _ADD_OUTBOX, (p.topic, p.payload, p.correlation, int(p.retain))
+                schema.ADD_OUTBOX, (p.topic, p.payload, p.correlation, int(p.retain))
             )
             entries.append(OutboxEntry(int(cursor.lastrowid), p))
         return entries
@@ -573,4 +453,4 @@ class Store:
         # One statement run per id, not an ``IN (?, ?, ...)`` per count of ids: each count
         # was a statement of its own in sqlite3's cache (128 of them, up to ~60 KB each for
         # long lists), and the cache filled with every new count over hours (issue 13).
-        self.db.cursor().executemany(_REMOVE_OUTBOX, [(i,) for i in ids])
+        self.db.cursor().executemany(schema.REMOVE_OUTBOX, [(i,) for i in ids])

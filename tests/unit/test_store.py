@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mqtt_metamanager import store as store_module
+from mqtt_metamanager import schema
 from mqtt_metamanager.envelope import Resource
 from mqtt_metamanager.routing import Outgoing
 from mqtt_metamanager.store import Store, StoreError
@@ -157,9 +157,9 @@ def test_a_loaded_store_opens_and_counts_without_reading_every_row(tmp_path: Pat
         return 0
 
     conn.set_progress_handler(counted, 100)  # once per 100 instructions
-    assert conn.execute(store_module.LAST_REVISION_SQL).fetchone() == (20_000,)
+    assert conn.execute(schema.LAST_REVISION).fetchone() == (20_000,)
     assert steps[0] < 10, f"the revision took {steps[0] * 100} instructions: a scan"
-    plan = conn.execute("EXPLAIN QUERY PLAN " + store_module.COUNT_BY_TYPE_SQL).fetchall()
+    plan = conn.execute("EXPLAIN QUERY PLAN " + schema.COUNT_BY_TYPE).fetchall()
     assert "COVERING INDEX" in str(plan), plan
     conn.close()
     s = Store(path)
