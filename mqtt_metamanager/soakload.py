@@ -44,8 +44,14 @@ MIX = {
 SLOW_KINDS = frozenset({"remote_query"})
 
 
-def schedule(seed: int) -> list[str]:
-    kinds = [kind for kind, weight in MIX.items() for _ in range(weight)]
+def schedule(seed: int, lists: int = MIX["query_list"]) -> list[str]:
+    """One cycle of 200 kinds of input; ``lists`` namespace lists in it (the rest of the
+    ``query_one`` and ``query_list`` share are one-object queries)."""
+    queries = MIX["query_one"] + MIX["query_list"]
+    if not 0 <= lists <= queries:
+        raise ValueError(f"lists per cycle must be 0 to {queries}, got {lists}")
+    mix = {**MIX, "query_list": lists, "query_one": queries - lists}
+    kinds = [kind for kind, weight in mix.items() for _ in range(weight)]
     random.Random(seed).shuffle(kinds)
     return kinds
 

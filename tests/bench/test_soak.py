@@ -7,10 +7,12 @@ import json
 import platform
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from mqtt_metamanager.soakload import schedule
 from tests.support import mosquitto_binary
 
 pytestmark = pytest.mark.bench
@@ -78,3 +80,16 @@ def test_soak_refuses_bad_rate() -> None:
     )
     assert done.returncode == 2
     assert b"--rate" in done.stderr
+
+
+def test_the_lists_share_of_a_cycle_comes_out_of_the_one_object_queries() -> None:
+    default = Counter(schedule(seed=1))
+    contended = Counter(schedule(seed=1, lists=8))  # the 4 %
+    assert sum(default.values()) == sum(contended.values()) == 200
+    assert (default["query_list"], contended["query_list"]) == (1, 8)
+    assert contended["query_one"] == default["query_one"] - 7
+    assert {k: v for k, v in contended.items() if not k.startswith("query_")} == {
+        k: v for k, v in default.items() if not k.startswith("query_")
+    }
+    with pytest.raises(ValueError, match="lists per cycle"):
+        schedule(seed=1, lists=32)
