@@ -351,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     soak.add_argument("--rate", type=int, default=200, help="inputs per second (soak)")
     soak.add_argument("--pods", type=int, default=2000, help="pods in the soak's namespace")
     soak.add_argument("--interval", type=float, default=60.0, help="seconds per report row")
-    soak.add_argument("--lists", type=int, default=1, help="namespace lists per 200 inputs")
+    soak.add_argument("--soak-lists", type=int, default=1, help="namespace lists per 200 inputs")
     soak.add_argument("--tracemalloc", action="store_true", help="trace the service's heap")
     soak.add_argument("--plot", metavar="FILE", help="write an SVG chart (soak or scale)")
     scalecli.add_arguments(p)

@@ -65,7 +65,7 @@ class SoakOptions:
         if not 1 <= self.rate <= MAX_RATE:
             raise ValueError(f"--rate must be 1 to {MAX_RATE} inputs/s, got {self.rate}")
         if not 0 <= self.lists <= 31:
-            raise ValueError(f"--lists must be 0 to 31 per 200 inputs, got {self.lists}")
+            raise ValueError(f"--soak-lists must be 0 to 31 per 200 inputs, got {self.lists}")
         if not 1 <= self.pods <= 100_000:
             raise ValueError(f"--pods must be 1 to 100000, got {self.pods}")
         if not 64 <= self.payload_size <= 256 * 1024:

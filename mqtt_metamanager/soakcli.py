@@ -24,7 +24,7 @@ def run(args: argparse.Namespace, login: dict[str, Any]) -> int:
             pods=args.pods,
             payload_size=args.payload_size,
             interval=args.interval,
-            lists=args.lists,
+            lists=args.soak_lists,
             tracemalloc=args.tracemalloc,
             host=args.host,
             port=args.port,

@@ -93,3 +93,14 @@ def test_the_lists_share_of_a_cycle_comes_out_of_the_one_object_queries() -> Non
     }
     with pytest.raises(ValueError, match="lists per cycle"):
         schedule(seed=1, lists=32)
+
+
+def test_soak_refuses_more_lists_than_queries() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "mqtt_metamanager", "bench", "--soak", "10", "--soak-lists", "40"],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert b"--soak-lists must be 0 to 31" in done.stderr
