@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from . import config as config_mod
-from .bench import own_broker, peak_rss_mb, percentile, stop_process
+from .bench import free_port, own_broker, peak_rss_mb, percentile, stop_process
 from .benchnet import BenchError, Login
 from .envelope import Resource
 from .routing import Topics
@@ -232,6 +232,9 @@ class Soak:
                 **self.options.login,
             },
             "database": {"path": str(self.db)},
+            # A port of its own: the default one may be a running service's, or another
+            # soak's (two soaks side by side compare code; the second failed to start).
+            "http": {"listen": f"127.0.0.1:{free_port()}"},
             "meta": {"remote_query": {"timeout": REMOTE_TIMEOUT, "retries": REMOTE_RETRIES}},
             "security": {"operators": [self.login.identity]},
             "metrics": {"interval": METRICS_EVERY},

@@ -3,8 +3,10 @@ answered exactly once, the store intact, every figure and the chart present."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
+import socket
 import subprocess
 import sys
 from collections import Counter
@@ -39,13 +41,21 @@ def test_short_soak_answers_every_input_once(tmp_path: Path) -> None:
     if mosquitto_binary() is None:
         pytest.fail("mosquitto is not installed: run scripts/test.sh as root")
     plot = tmp_path / "soak.svg"
-    argv = ["--soak", "20", "--rate", "40", "--pods", "200", "--interval", "5"]
-    done = subprocess.run(
-        [sys.executable, "-m", "mqtt_metamanager", "bench", *argv, "--plot", str(plot), "--json"],
-        capture_output=True,
-        timeout=180,
-        check=False,
-    )
+    argv = ["--soak", "20", "--rate", "40", "--pods", "200", "--interval", "5", "--json"]
+    argv += ["--plot", str(plot)]
+    with contextlib.ExitStack() as held:
+        # The default HTTP port taken, as by a service running on the box: the soak's
+        # service must listen elsewhere (it did not, and failed to start).
+        default_port = held.enter_context(socket.socket())
+        with contextlib.suppress(OSError):  # already taken: as good
+            default_port.bind(("127.0.0.1", 10550))
+            default_port.listen()
+        done = subprocess.run(
+            [sys.executable, "-m", "mqtt_metamanager", "bench", *argv],
+            capture_output=True,
+            timeout=180,
+            check=False,
+        )
     assert done.returncode == 0, done.stderr.decode(errors="replace")[-3000:]
     report = json.loads(done.stdout)
     totals = report["totals"]
