@@ -52,17 +52,30 @@ TARGETS = [
 ]
 
 
-class Watcher:
-    """One watch stream on a connection of its own; notes when each object arrives."""
+class Stream:
+    """One watch stream on a connection of its own, read by a thread of its own."""
 
     def __init__(self, port: int, path: str) -> None:
-        self.arrived: dict[str, float] = {}
         self.conn = http.client.HTTPConnection(LOOPBACK, port, timeout=120)
         self.conn.request("GET", path)
         self.response = self.conn.getresponse()
         if self.response.status != 200:
             raise BenchError(f"watch {path}: HTTP {self.response.status}")
         threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class Watcher(Stream):
+    """Notes when each object arrives."""
+
+    def __init__(self, port: int, path: str) -> None:
+        self.arrived: dict[str, float] = {}
+        super().__init__(port, path)
 
     def _read(self) -> None:
         try:
@@ -72,21 +85,13 @@ class Watcher:
         except (OSError, ValueError, http.client.HTTPException):
             return
 
-    def close(self) -> None:
-        self.conn.close()
 
-
-class Counter:
-    """One watch stream that only counts its events, as a busy client that is not timed."""
+class Counter(Stream):
+    """Only counts its events, as a busy client that is not timed."""
 
     def __init__(self, port: int, path: str) -> None:
         self.events = 0
-        self.conn = http.client.HTTPConnection(LOOPBACK, port, timeout=120)
-        self.conn.request("GET", path)
-        self.response = self.conn.getresponse()
-        if self.response.status != 200:
-            raise BenchError(f"watch {path}: HTTP {self.response.status}")
-        threading.Thread(target=self._read, daemon=True).start()
+        super().__init__(port, path)
 
     def _read(self) -> None:
         try:
@@ -112,7 +117,7 @@ def _hold_watches(port: int, pods: str, since: str, ready: Any, stop: Any, seen:
         time.sleep(0.05)
     seen.put(min(w.events for w in busy_ones))
     for w in idle_ones + busy_ones:
-        w.conn.close()
+        w.close()
 
 
 class _WatchCrowd:
