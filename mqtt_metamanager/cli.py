@@ -9,13 +9,13 @@ import logging
 import sys
 import threading
 from collections.abc import Sequence
-from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from . import cli_auth, cli_bridge, scalecli
+from . import cli_auth, cli_bench, cli_bridge
 from . import config as config_mod
-from .config import Config, ConfigError, MQTTConfig
+from .cli_login import add_login_args, broker_config
+from .config import Config, ConfigError
 from .envelope import BadMessage, Message, message_from_dict, new_msg_id, now_ms, parse_json
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -52,32 +52,11 @@ def _load_config(path: str | None) -> Config:
     return config_mod.load(path)
 
 
-def _login(cfg: Config, args: argparse.Namespace) -> MQTTConfig:
-    """The config's broker settings with the command line's login and TLS on top."""
-    tls = cfg.mqtt.tls
-    tls = replace(
-        tls,
-        ca_file=args.cafile or tls.ca_file,
-        cert_file=args.certfile or tls.cert_file,
-        key_file=args.keyfile or tls.key_file,
-    )
-    mqtt = replace(
-        cfg.mqtt,
-        host=args.host or cfg.mqtt.host,
-        port=args.port or cfg.mqtt.port,
-        username=args.username if args.username is not None else cfg.mqtt.username,
-        password_file=args.password_file or cfg.mqtt.password_file,
-        tls=tls,
-    )
-    # Checked like the service's own config: the failing option named, exit code 2.
-    return config_mod.from_mapping({"mqtt": asdict(mqtt)}, environ={}).mqtt
-
-
 def _client(cfg: Config, args: argparse.Namespace) -> Any:
     from .client import MetaClient
     from .transport import tls_context
 
-    mqtt = _login(cfg, args)
+    mqtt = broker_config(cfg, args)
     return MetaClient(
         mqtt.host,
         mqtt.port,
@@ -192,7 +171,7 @@ def cmd_health(cfg: Config, args: argparse.Namespace) -> int:
     from .routing import Topics
     from .transport import tls_context
 
-    broker = _login(cfg, args)
+    broker = broker_config(cfg, args)
     topic = Topics(broker.topic_prefix).status
     got: list[bytes] = []
     done = threading.Event()
@@ -226,66 +205,13 @@ def cmd_health(cfg: Config, args: argparse.Namespace) -> int:
     return EXIT_OK if status == "online" else EXIT_FAILURE
 
 
-def cmd_bench(cfg: Config, args: argparse.Namespace) -> int:
-    from .bench import BenchError, BenchOptions, render, run_bench
-
-    if args.kube:
-        from .bench_kube import render_kube, run_kube_bench
-
-        try:
-            kube_report = run_kube_bench()
-        except BenchError as exc:
-            print(f"bench: {exc}", file=sys.stderr)
-            return EXIT_FAILURE
-        print(json.dumps(kube_report, indent=2) if args.json else render_kube(kube_report))
-        return EXIT_OK
-
-    login: dict[str, Any] = {}
-    if args.host is not None:  # a given broker: log in as the command line or config says
-        broker = _login(cfg, args)
-        login = {"username": broker.username, "password_file": broker.password_file}
-        login["tls"] = asdict(broker.tls)
-    if args.scale:
-        return scalecli.run(args, login)
-    if args.payload_size is None:
-        args.payload_size = 1024
-    if args.rounds is None:
-        args.rounds = 2
-    if args.soak is not None:
-        from .soakcli import run
-
-        return run(args, login)
-    try:
-        fields = set(BenchOptions.__dataclass_fields__) - {"login"}
-        options = BenchOptions(**{k: getattr(args, k) for k in fields}, login=login)
-        options.check()
-    except ValueError as exc:
-        print(f"bench: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        report = run_bench(options)
-    except BenchError as exc:
-        print(f"bench: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    print(json.dumps(report, indent=2) if args.json else render(report))
-    return EXIT_OK
-
-
-def _add_login_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--username", help="broker user name, also the identity (mqtt.username)")
-    p.add_argument("--password-file", help="file holding the password (mqtt.password_file)")
-    p.add_argument("--cafile", help="CA certificate for TLS to the broker (mqtt.tls.ca_file)")
-    p.add_argument("--certfile", help="client certificate, with --keyfile (mqtt.tls.cert_file)")
-    p.add_argument("--keyfile", help="client private key (mqtt.tls.key_file)")
-
-
 def _add_broker_args(p: argparse.ArgumentParser, timeout: float = 10.0) -> None:
     p.add_argument("--host", help="broker host (default: mqtt.host)")
     p.add_argument("--port", type=int, help="broker port (default: mqtt.port)")
     p.add_argument(
         "--timeout", type=float, default=timeout, help=f"seconds to wait (default {timeout:g})"
     )
-    _add_login_args(p)
+    add_login_args(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -332,30 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_broker_args(p, timeout=3.0)
     p.set_defaults(func=cmd_health)
 
-    p = sub.add_parser("bench", help="the service against a bare MQTT echo: rates, latency, RSS")
-    p.add_argument("--host", help="broker host (default: start a mosquitto on 127.0.0.1)")
-    p.add_argument("--port", type=int, help="broker port, with --host")
-    p.add_argument("--count", type=int, default=10_000, help="inserts per run")
-    p.add_argument("--payload-size", type=int, help="bytes per object (default 1024; --scale: 256)")
-    p.add_argument("--qos", type=int, default=1, choices=(0, 1, 2), help="QoS of all traffic")
-    p.add_argument("--rounds", type=int, help="echo/service run pairs (default 2; --scale: 3)")
-    p.add_argument("--objects", type=int, default=10_000, help="objects stored beforehand")
-    p.add_argument("--queries", type=int, default=1000, help="timed queries per run")
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds allowed per phase")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("-c", "--config", dest="sub_config", help="config file (login, with --host)")
-    p.add_argument("--kube", action="store_true", help="the Kubernetes read API's figures instead")
-    _add_login_args(p)
-    soak = p.add_argument_group("soak: hours of mixed traffic (docs/performance.md)")
-    soak.add_argument("--soak", type=float, metavar="SECONDS", help="run a soak this long")
-    soak.add_argument("--rate", type=int, default=200, help="inputs per second (soak)")
-    soak.add_argument("--pods", type=int, default=2000, help="pods in the soak's namespace")
-    soak.add_argument("--interval", type=float, default=60.0, help="seconds per report row")
-    soak.add_argument("--soak-lists", type=int, default=1, help="namespace lists per 200 inputs")
-    soak.add_argument("--tracemalloc", action="store_true", help="trace the service's heap")
-    soak.add_argument("--plot", metavar="FILE", help="write an SVG chart (soak or scale)")
-    scalecli.add_arguments(p)
-    p.set_defaults(func=cmd_bench)
+    cli_bench.add_parser(sub)
 
     cli_auth.add_parser(sub)
 
