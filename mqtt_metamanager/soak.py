@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from . import config as config_mod
-from .bench import own_broker, peak_rss_mb, percentile, stop_process
+from .bench import free_port, own_broker, peak_rss_mb, percentile, stop_process
 from .benchnet import BenchError, Login
 from .envelope import Resource
 from .routing import Topics
@@ -232,6 +232,8 @@ class Soak:
             "meta": {"remote_query": {"timeout": REMOTE_TIMEOUT, "retries": REMOTE_RETRIES}},
             "security": {"operators": [self.login.identity]},
             "metrics": {"interval": METRICS_EVERY},
+            # Its own port: another service (or soak) on the machine may hold the default.
+            "http": {"listen": f"127.0.0.1:{free_port()}"},
         }
 
     def _wait_online(self, load: SoakClient) -> None:
