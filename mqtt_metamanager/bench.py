@@ -35,6 +35,7 @@ from typing import Any
 import yaml
 
 from . import config as config_mod
+from .bench_report import render
 from .benchnet import BenchError, LoadClient, Login
 from .envelope import Resource
 from .routing import Topics
@@ -54,8 +55,9 @@ STOP_TIMEOUT = 10.0
 QUERY_WARMUP = 20
 
 # Targets of issue 6: (name, figure, limit, higher is better).
-TARGET_INSERT_RATIO = 0.9
-TARGET_P99_RATIO = 2.0
+# Issue 10's: a durable service that batches its writes should beat a naive echo.
+TARGET_INSERT_RATIO = 1.0
+TARGET_P99_RATIO = 1.5
 TARGET_RSS_MB = 40.0
 TARGET_ONLINE_S = 1.0
 
@@ -193,6 +195,14 @@ def own_broker(workdir: Path) -> Iterator[tuple[str, int]]:
         stop_process(proc)
 
 
+def copy_database(template: Path, target: Path) -> None:
+    """The preloaded database where the service will open it, written out to the disk: the
+    copy is not part of start-up (a large one's writeback fell into the first fsync)."""
+    shutil.copyfile(template, target)
+    with open(target, "rb+") as copied:
+        os.fsync(copied.fileno())
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind((LOOPBACK, 0))
@@ -221,6 +231,7 @@ class Bench:
         self.load = LoadClient(host, port, self.topics, options.qos, self.login)
         self.template = workdir / "template.db"
         self.http_port = free_port()
+        self.extra_config: dict[str, Any] = {}  # more top-level config keys for the service
 
     def close(self) -> None:
         self.load.close()
@@ -232,7 +243,9 @@ class Bench:
             rounds.append({"echo": self._run("echo", r), "service": self._run("service", r)})
         return rounds
 
-    def _spawn(self, kind: str, rundir: Path) -> subprocess.Popen[bytes]:
+    def spawn(self, kind: str, rundir: Path) -> subprocess.Popen[bytes]:
+        """Start the echo or the service on ``rundir`` (the service's database already
+        copied there: the copy is not part of its start-up)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("METAMANAGER_")}
         log = open(rundir / f"{kind}.log", "ab")  # noqa: SIM115 - closed below, child keeps it
         try:
@@ -242,7 +255,6 @@ class Bench:
             if kind == "echo":
                 argv = ["-m", "mqtt_metamanager.benchnet", str(conf)]
             else:
-                shutil.copyfile(self.template, db)
                 argv = ["-m", "mqtt_metamanager", "run", "-c", str(conf)]
             return subprocess.Popen(
                 [sys.executable, *argv], stdout=log, stderr=log, env=env, cwd=rundir
@@ -267,20 +279,23 @@ class Bench:
             "security": {"operators": [self.login.identity]},
             # The HTTP listener on (its own port: 10550 may be taken), scraped once per run.
             "http": {"listen": f"{LOOPBACK}:{self.http_port}"},
+            **self.extra_config,
         }
 
     def _run(self, kind: str, round_no: int) -> RunFigures:
         rundir = self.workdir / f"{kind}-{round_no}"
         rundir.mkdir()
+        if kind == "service":
+            copy_database(self.template, rundir / "meta.db")
         self.load.clear_status()
         started = time.monotonic()
-        proc = self._spawn(kind, rundir)
+        proc = self.spawn(kind, rundir)
         try:
             online = self.load.wait_online(started, START_TIMEOUT, proc.poll)
-            rate = self._inserts(round_no)
+            rate = self.inserts(round_no)
             samples = self._queries()
             if kind == "service":
-                self._scrape()
+                self.scrape()
             if proc.poll() is not None:
                 raise BenchError(f"{kind} exited with {proc.returncode} during the run")
             rss = peak_rss_mb(proc.pid)
@@ -296,7 +311,7 @@ class Bench:
             start_to_online_s=online,
         )
 
-    def _inserts(self, round_no: int) -> float:
+    def inserts(self, round_no: int) -> float:
         n, size = self.options.count, self.options.payload_size
         payloads = [
             envelope(
@@ -309,7 +324,7 @@ class Bench:
         ]
         return n / self.load.burst(payloads, self.options.timeout)
 
-    def _scrape(self) -> None:
+    def scrape(self) -> None:
         """One /metrics scrape, as Prometheus would do it: part of what peak RSS covers."""
         url = f"http://{LOOPBACK}:{self.http_port}/metrics"
         try:
@@ -350,8 +365,8 @@ def summarize(rounds: list[dict[str, RunFigures]], objects: int) -> dict[str, An
         "query_p99_ms": svc["query_p99_ms"] / echo["query_p99_ms"],
     }
     targets = [
-        ("insert throughput >= 0.9x echo", ratios["inserts_per_s"], TARGET_INSERT_RATIO, True),
-        ("query p99 <= 2x echo", ratios["query_p99_ms"], TARGET_P99_RATIO, False),
+        ("insert throughput >= 1.0x echo", ratios["inserts_per_s"], TARGET_INSERT_RATIO, True),
+        ("query p99 <= 1.5x echo", ratios["query_p99_ms"], TARGET_P99_RATIO, False),
         (f"peak RSS <= 40 MB ({objects} objects)", svc["peak_rss_mb"], TARGET_RSS_MB, False),
         (f"start to online < 1 s ({objects} objects)", svc["start_to_online_s"], 1.0, False),
     ]
@@ -368,65 +383,40 @@ def summarize(rounds: list[dict[str, RunFigures]], objects: int) -> dict[str, An
     return summary
 
 
-def render(report: dict[str, Any]) -> str:
-    cols = ("inserts_per_s", "query_p50_ms", "query_p99_ms", "peak_rss_mb", "start_to_online_s")
-    head = ("inserts/s", "q p50 ms", "q p99 ms", "peak RSS MB", "online s")
-    fmt = "{:<10}{:<9}" + "{:>13}" * len(cols)
-    o = report["options"]
-    lines = [
-        f"mqtt-metamanager bench: broker {report['broker']}, count={o['count']} "
-        f"payload={o['payload_size']}B qos={o['qos']} objects={o['objects']} "
-        f"queries={o['queries']} rounds={o['rounds']}",
-        "",
-        fmt.format("round", "run", *head),
-    ]
-    for i, r in enumerate(report["rounds"], 1):
-        for kind in ("echo", "service"):
-            lines.append(fmt.format(str(i), kind, *(_num(r[kind][c]) for c in cols)))
-    s = report["summary"]
-    for kind in ("echo", "service"):
-        lines.append(fmt.format("median", kind, *(_num(s[kind][c]) for c in cols)))
-    ratio = s["ratios"]
-    lines.append(
-        fmt.format("ratio", "svc/echo", *(_num(ratio[c], "x") if c in ratio else "" for c in cols))
-    )
-    lines += ["", "targets:"]
-    for t in s["targets"]:
-        mark = "met" if t["met"] else "NOT MET"
-        lines.append(f"  {t['target']:<42} {_num(t['value']):>10}  {mark}")
-    return "\n".join(lines)
-
-
-def _num(value: float, suffix: str = "") -> str:
-    if value >= 100:
-        return f"{value:.0f}{suffix}"
-    return f"{value:.2f}{suffix}" if value >= 1 else f"{value:.3f}{suffix}"
-
-
 def run_bench(options: BenchOptions) -> dict[str, Any]:
     """Run the whole bench and return the report (what ``--json`` prints)."""
     options.check()
-    with tempfile.TemporaryDirectory(prefix="mm-bench-") as tmp:
-        workdir = Path(tmp)
-        with _broker(options, workdir) as (host, port):
-            bench = Bench(options, host, port, workdir)
-            try:
-                rounds = bench.run()
-            finally:
-                bench.close()
-    own = "own mosquitto" if options.host is None else "given"
+    with session(options, "mm-bench-") as (workdir, broker):
+        bench = Bench(options, broker.host, broker.port, workdir)
+        try:
+            rounds = bench.run()
+        finally:
+            bench.close()
     return {
-        "broker": f"{host}:{port} ({own})",
+        "broker": str(broker),
         "options": asdict(options),
         "rounds": [{k: asdict(v) for k, v in r.items()} for r in rounds],
         "summary": summarize(rounds, options.objects),
     }
 
 
+@dataclass(frozen=True)
+class Broker:
+    host: str
+    port: int
+    own: bool  # started by the bench
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port} ({'own mosquitto' if self.own else 'given'})"
+
+
 @contextmanager
-def _broker(options: BenchOptions, workdir: Path) -> Iterator[tuple[str, int]]:
-    if options.host is not None and options.port is not None:
-        yield options.host, options.port
-        return
-    with own_broker(workdir) as address:
-        yield address
+def session(options: BenchOptions, prefix: str) -> Iterator[tuple[Path, Broker]]:
+    """A work directory and the broker (the one given, or one of our own), gone on exit."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        workdir = Path(tmp)
+        if options.host is not None and options.port is not None:
+            yield workdir, Broker(options.host, options.port, own=False)
+            return
+        with own_broker(workdir) as (host, port):
+            yield workdir, Broker(host, port, own=True)

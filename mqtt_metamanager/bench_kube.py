@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -41,6 +42,7 @@ OBJECTS = 1000  # pods in the listed namespace
 LISTS, GETS, WATCHED_INSERTS = 100, 1000, 200
 IDLE_WATCHERS, BUSY_WATCHERS = 100, 10
 BURST = 5000
+ROUNDS = 2  # alone/watched burst pairs
 TARGETS = [
     ("list of 1,000 pods p99 (ms)", "list_p99_ms", 50.0),
     ("get p99 (ms)", "get_p99_ms", 2.0),
@@ -72,6 +74,79 @@ class Watcher:
 
     def close(self) -> None:
         self.conn.close()
+
+
+class Counter:
+    """One watch stream that only counts its events, as a busy client that is not timed."""
+
+    def __init__(self, port: int, path: str) -> None:
+        self.events = 0
+        self.conn = http.client.HTTPConnection(LOOPBACK, port, timeout=120)
+        self.conn.request("GET", path)
+        self.response = self.conn.getresponse()
+        if self.response.status != 200:
+            raise BenchError(f"watch {path}: HTTP {self.response.status}")
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            for _ in self.response:
+                self.events += 1
+        except (OSError, http.client.HTTPException):
+            return
+
+
+def _hold_watches(port: int, pods: str, since: str, ready: Any, stop: Any, seen: Any) -> None:
+    """In a process of its own, as real watchers are (in the bench's process they would
+    share its GIL with the load client and slow the very bursts the bench times): holds
+    the idle and busy watches open and reads them; once told to stop, says how many events
+    the busy watcher that read fewest had (a dropped one falls short)."""
+    idle = f"/api/v1/configmaps?watch=true&resourceVersion={since}"
+    busy = f"{pods}?watch=true&resourceVersion={since}"
+    idle_ones = [Counter(port, idle) for _ in range(IDLE_WATCHERS)]
+    busy_ones = [Counter(port, busy) for _ in range(BUSY_WATCHERS)]
+    ready.set()
+    stop.wait(600)
+    deadline = time.monotonic() + 30
+    while min(w.events for w in busy_ones) < BURST and time.monotonic() < deadline:
+        time.sleep(0.05)
+    seen.put(min(w.events for w in busy_ones))
+    for w in idle_ones + busy_ones:
+        w.conn.close()
+
+
+class _WatchCrowd:
+    """100 idle and 10 busy watchers from the store revision of now, in a child process."""
+
+    def __init__(self, port: int, pods: str) -> None:
+        spawn = multiprocessing.get_context("spawn")
+        self.ready, self.stop, self.seen = spawn.Event(), spawn.Event(), spawn.Queue()
+        self.process = spawn.Process(target=_hold_watches, daemon=True, args=(
+            port, pods, _revision(port), self.ready, self.stop, self.seen))  # fmt: skip
+
+    def __enter__(self) -> _WatchCrowd:
+        self.process.start()
+        if not self.ready.wait(60):
+            raise BenchError("the watchers did not start within 60 s")
+        return self
+
+    def check_every_event_arrived(self) -> None:
+        self.stop.set()
+        events = self.seen.get(timeout=60)
+        if events < BURST:
+            raise BenchError(f"a busy watcher read {events} of {BURST} events: dropped?")
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.process.join(timeout=30)
+        if self.process.is_alive():
+            self.process.kill()
+
+
+def service_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) the process has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _timed_gets(port: int, path: str, count: int) -> list[float]:
@@ -139,7 +214,6 @@ def _measure(workdir: Path, db: Path, host: str, port: int) -> dict[str, Any]:
         proc = subprocess.Popen([sys.executable, "-m", "mqtt_metamanager", "run", "-c", str(conf)],
                                 stdout=log, stderr=log, env=env, cwd=workdir)  # fmt: skip
     load = LoadClient(host, port, topics, 1, login)
-    watchers: list[Watcher] = []
     try:
         load.wait_online(time.monotonic(), START_TIMEOUT, proc.poll)
         pods = f"/api/v1/namespaces/{NAMESPACE}/pods"
@@ -166,20 +240,25 @@ def _measure(workdir: Path, db: Path, host: str, port: int) -> dict[str, Any]:
             time.sleep(0.05)
         latency = [watcher.arrived[n] - t for n, t in sent.items()]
         watcher.close()
-        rss_before = peak_rss_mb(proc.pid)
-        alone = _inserts(load, "alone", BURST)
-        since = _revision(http_port)
-        idle = f"/api/v1/configmaps?watch=true&resourceVersion={since}"
-        watchers = [Watcher(http_port, idle) for _ in range(IDLE_WATCHERS)]
-        busy = f"{pods}?watch=true&resourceVersion={since}"
-        watchers += [Watcher(http_port, busy) for _ in range(BUSY_WATCHERS)]
-        watched = _inserts(load, "watched", BURST)
-        rss_after = peak_rss_mb(proc.pid)
+        # Alternating, as the main bench's rounds do: the store grows with every burst,
+        # and neither side should get all the later ones.
+        alone_rates, watched_rates, alone_cpu, watched_cpu = [], [], [], []
+        rss_before = 0.0
+        for round_ in range(ROUNDS):
+            cpu = service_cpu_s(proc.pid)
+            alone_rates.append(_inserts(load, f"alone{round_}", BURST))
+            alone_cpu.append(service_cpu_s(proc.pid) - cpu)
+            rss_before = rss_before or peak_rss_mb(proc.pid)
+            with _WatchCrowd(http_port, pods) as crowd:
+                cpu = service_cpu_s(proc.pid)
+                watched_rates.append(_inserts(load, f"watched{round_}", BURST))
+                watched_cpu.append(service_cpu_s(proc.pid) - cpu)
+                rss_after = peak_rss_mb(proc.pid)
+                crowd.check_every_event_arrived()
     finally:
-        for w in watchers:
-            w.close()
         load.close()
         stop_process(proc)
+    alone, watched = sum(alone_rates) / ROUNDS, sum(watched_rates) / ROUNDS
     figures = {
         "list_p50_ms": percentile(lists, 50) * 1000,
         "list_p99_ms": percentile(lists, 99) * 1000,
@@ -190,11 +269,14 @@ def _measure(workdir: Path, db: Path, host: str, port: int) -> dict[str, Any]:
         "inserts_alone_per_s": alone,
         "inserts_watched_per_s": watched,
         "insert_ratio": watched / alone,
+        "service_cpu_us_per_insert_alone": sum(alone_cpu) / (ROUNDS * BURST) * 1e6,
+        "service_cpu_us_per_insert_watched": sum(watched_cpu) / (ROUNDS * BURST) * 1e6,
         "peak_rss_before_mb": rss_before,
         "peak_rss_after_mb": rss_after,
         "watcher_rss_mb": rss_after - rss_before,
     }
-    return {"figures": figures, "targets": _verdicts(figures)}
+    ratios = [w / a for w, a in zip(watched_rates, alone_rates, strict=True)]
+    return {"figures": figures, "insert_ratio_per_round": ratios, "targets": _verdicts(figures)}
 
 
 def _verdicts(figures: dict[str, float]) -> list[dict[str, Any]]:
@@ -215,6 +297,9 @@ def render_kube(report: dict[str, Any]) -> str:
         f"MQTT -> watcher:   p50 {f['watch_p50_ms']:.1f} ms  p99 {f['watch_p99_ms']:.1f} ms",
         f"inserts/s: {f['inserts_alone_per_s']:.0f} alone, {f['inserts_watched_per_s']:.0f} with "
         f"{IDLE_WATCHERS} idle + {BUSY_WATCHERS} busy watchers ({f['insert_ratio']:.2f}x)",
+        f"  per round: {', '.join(f'{r:.2f}x' for r in report['insert_ratio_per_round'])}; "
+        f"service CPU per insert {f['service_cpu_us_per_insert_alone']:.0f} us alone, "
+        f"{f['service_cpu_us_per_insert_watched']:.0f} us watched",
         f"peak RSS: {f['peak_rss_before_mb']:.1f} MB before the watchers, "
         f"{f['peak_rss_after_mb']:.1f} MB with them",
         "",

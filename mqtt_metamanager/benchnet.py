@@ -10,6 +10,7 @@ its commit. It announces itself like the service: ``online`` on the status topic
 
 from __future__ import annotations
 
+import json
 import signal
 import ssl
 import sys
@@ -184,6 +185,52 @@ class LoadClient:
         if not self._answered.wait(timeout):
             raise BenchError(f"no reply within {timeout}s")
         return self._answered_at - start
+
+
+class CloudSide:
+    """The cloud's end of ``P/edgehub/in``: counts the pod statuses syncs bring."""
+
+    def __init__(self, host: str, port: int, topics: Topics, login: Login) -> None:
+        self.topics = topics
+        self._lock = threading.Lock()
+        self._statuses, self._want, self._last_at = 0, 0, 0.0
+        self._done = threading.Event()
+        subscribed = threading.Event()
+        self.client = bench_client(f"{topics.prefix}-cloud", login)
+        self.client.on_connect = lambda c, *_a: c.subscribe(topics.cloud, 1)
+        self.client.on_subscribe = lambda *_a: subscribed.set()
+        self.client.on_message = self._on_message
+        start_client(self.client, subscribed, host, port, "cloud client")
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        now = time.monotonic()
+        try:
+            message = json.loads(msg.payload)
+            resource = str(message["route"]["resource"])
+            content = message["content"]
+        except (ValueError, KeyError, TypeError):
+            return
+        if resource.endswith("/podstatus") and isinstance(content, list):
+            with self._lock:
+                self._statuses += len(content)
+                self._last_at = now
+                if self._statuses >= self._want:
+                    self._done.set()
+
+    def timed_sync(self, want: int, trigger: Callable[[], None], timeout: float) -> float:
+        """Seconds from ``trigger`` to the last of ``want`` statuses received."""
+        with self._lock:
+            self._statuses, self._want = 0, want
+            self._done.clear()
+        started = time.monotonic()
+        trigger()
+        if not self._done.wait(timeout):
+            raise BenchError(f"{self._statuses}/{want} pod statuses synced within {timeout}s")
+        return self._last_at - started
 
 
 def echo(host: str, port: int, prefix: str, qos: int, login: Login) -> None:

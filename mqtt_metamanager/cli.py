@@ -13,7 +13,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from . import cli_auth, cli_bridge
+from . import cli_auth, cli_bridge, scalecli
 from . import config as config_mod
 from .config import Config, ConfigError, MQTTConfig
 from .envelope import BadMessage, Message, message_from_dict, new_msg_id, now_ms, parse_json
@@ -245,6 +245,12 @@ def cmd_bench(cfg: Config, args: argparse.Namespace) -> int:
         broker = _login(cfg, args)
         login = {"username": broker.username, "password_file": broker.password_file}
         login["tls"] = asdict(broker.tls)
+    if args.scale:
+        return scalecli.run(args, login)
+    if args.payload_size is None:
+        args.payload_size = 1024
+    if args.rounds is None:
+        args.rounds = 2
     if args.soak is not None:
         from .soakcli import run
 
@@ -330,9 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="broker host (default: start a mosquitto on 127.0.0.1)")
     p.add_argument("--port", type=int, help="broker port, with --host")
     p.add_argument("--count", type=int, default=10_000, help="inserts per run")
-    p.add_argument("--payload-size", type=int, default=1024, help="bytes per object")
+    p.add_argument("--payload-size", type=int, help="bytes per object (default 1024; --scale: 256)")
     p.add_argument("--qos", type=int, default=1, choices=(0, 1, 2), help="QoS of all traffic")
-    p.add_argument("--rounds", type=int, default=2, help="echo/service run pairs")
+    p.add_argument("--rounds", type=int, help="echo/service run pairs (default 2; --scale: 3)")
     p.add_argument("--objects", type=int, default=10_000, help="objects stored beforehand")
     p.add_argument("--queries", type=int, default=1000, help="timed queries per run")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds allowed per phase")
@@ -346,7 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     soak.add_argument("--pods", type=int, default=2000, help="pods in the soak's namespace")
     soak.add_argument("--interval", type=float, default=60.0, help="seconds per report row")
     soak.add_argument("--tracemalloc", action="store_true", help="trace the service's heap")
-    soak.add_argument("--plot", metavar="FILE", help="write an SVG of RSS and backlog")
+    soak.add_argument("--plot", metavar="FILE", help="write an SVG chart (soak or scale)")
+    scalecli.add_arguments(p)
     p.set_defaults(func=cmd_bench)
 
     cli_auth.add_parser(sub)

@@ -65,7 +65,7 @@ class DatabaseConfig:
     # How many applied msg_ids are remembered for redelivery de-duplication.
     dedup_window: int = 100_000
     # The bound of the service's SQLite page cache (its write connection), in KiB.
-    cache_kib: int = 2048
+    cache_kib: int = 1024
 
 
 @dataclass(frozen=True)

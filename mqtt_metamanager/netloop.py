@@ -94,14 +94,22 @@ class NetworkLoop:
                 wlist.append(sock)
         timeout = 0.0 if to_read else max(0.0, deadline - now)
         readable, writable, _x = select.select(rlist, wlist, [], timeout)
+        to_write = [owner[sock] for sock in writable]
+        if wake_r in readable:
+            with contextlib.suppress(BlockingIOError):
+                wake_r.recv(4096)
+            # Woken for a publish or an ack: write it in this turn, not after another
+            # select (a socket is nearly always writable; paho keeps what it could not
+            # send). That second turn was a good part of a query's reply time.
+            to_write += [
+                link for sock, link in owner.items()
+                if link not in to_write and link.client.want_write() and link.socket() is sock
+            ]  # fmt: skip
         # Writes first: acks and publishes the service is waiting to see go out.
-        for sock in writable:
-            owner[sock].write()
+        for link in to_write:
+            link.write()
         for sock in readable:
-            if sock is wake_r:
-                with contextlib.suppress(BlockingIOError):
-                    sock.recv(4096)
-            elif owner[sock] not in to_read:
+            if sock is not wake_r and owner[sock] not in to_read:
                 to_read.append(owner[sock])
         for link in to_read:
             if link.socket() is not None:  # a write may have closed it

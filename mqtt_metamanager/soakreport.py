@@ -1,10 +1,11 @@
-"""The soak's report for people (a table) and its chart (a small SVG, written by hand: two
-lines over time need no plotting library on an edge box)."""
+"""The soak's report for people (a table) and its chart (``chart.py``: RSS and backlog over
+time)."""
 
 from __future__ import annotations
 
-from html import escape
 from typing import Any
+
+from .chart import Axis, Series, line_chart
 
 COLUMNS = (
     ("row", "row", "{:.0f}"),
@@ -79,54 +80,24 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def svg(report: dict[str, Any], width: int = 720, height: int = 320) -> str:
-    """RSS (left axis, MB) and backlog (right axis, inputs) over the soak's seconds."""
+def svg(report: dict[str, Any]) -> str:
+    """RSS (left axis, MB) and backlog (right axis, inputs) over the soak's minutes."""
     samples = report["samples"]
-    left, right, top, bottom = 60, 70, 30, 40
-    plot_w, plot_h = width - left - right, height - top - bottom
     t_max = max([s["t"] for s in samples] + [1.0])
-    rss_max = max([s["rss_mb"] for s in samples] + [1.0]) * 1.1
-    backlog_max = max([s["backlog"] for s in samples] + [10]) * 1.1
-
-    def points(key: str, top_value: float) -> str:
-        return " ".join(
-            f"{left + s['t'] / t_max * plot_w:.1f},{top + plot_h - s[key] / top_value * plot_h:.1f}"
-            for s in samples
-        )
-
     o = report["options"]
-    title = escape(f"bench --soak {o['seconds']:g} at {o['rate']}/s: service RSS and backlog")
-    ticks = []
-    for i in range(5):
-        y = top + plot_h - i / 4 * plot_h
-        ticks.append(
-            f'<text x="{left - 6}" y="{y + 4:.0f}" text-anchor="end">'
-            f"{rss_max * i / 4:.0f}</text>"
-            f'<text x="{left + plot_w + 6}" y="{y + 4:.0f}">{backlog_max * i / 4:.0f}</text>'
-            f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.0f}" y2="{y:.0f}" stroke="#ddd"/>'
-        )
-        x = left + i / 4 * plot_w
-        ticks.append(
-            f'<text x="{x:.0f}" y="{top + plot_h + 16}" text-anchor="middle">'
-            f"{t_max * i / 4 / 60:.1f}</text>"
-        )
-    return "\n".join(
+    ticks = [(t_max * i / 4, f"{t_max * i / 4 / 60:.1f}") for i in range(5)]
+    return line_chart(
+        f"bench --soak {o['seconds']:g} at {o['rate']}/s: service RSS and backlog",
+        [s["t"] for s in samples],
+        Axis(0.0, t_max, ticks, "minutes"),
         [
-            f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-            'font-family="sans-serif" font-size="11">',
-            '<rect width="100%" height="100%" fill="white"/>',
-            f'<text x="{left}" y="18" font-size="13">{title}</text>',
-            *ticks,
-            f'<polyline fill="none" stroke="#1f77b4" stroke-width="2" '
-            f'points="{points("rss_mb", rss_max)}"/>',
-            f'<polyline fill="none" stroke="#d62728" stroke-width="1.5" '
-            f'points="{points("backlog", backlog_max)}"/>',
-            f'<text x="{left}" y="{height - 8}" fill="#1f77b4">RSS MB (left)</text>',
-            f'<text x="{left + plot_w / 2:.0f}" y="{height - 8}" text-anchor="middle">'
-            "minutes</text>",
-            f'<text x="{left + plot_w}" y="{height - 8}" text-anchor="end" fill="#d62728">'
-            "backlog, inputs (right)</text>",
-            "</svg>",
-            "",
-        ]
+            Series("RSS MB (left)", [s["rss_mb"] for s in samples], "#1f77b4"),
+            Series(
+                "backlog, inputs (right)",
+                [s["backlog"] for s in samples],
+                "#d62728",
+                right=True,
+                width=1.5,
+            ),
+        ],
     )

@@ -143,7 +143,7 @@ def test_memory_keys_default_to_the_measured_settings_and_take_overrides() -> No
     cfg = config.from_mapping({}, {})
     assert cfg.memory.malloc_mmap_threshold == 128 * 1024
     assert cfg.memory.malloc_arena_max == 2
-    assert cfg.database.cache_kib == 2048
+    assert cfg.database.cache_kib == 1024
     env = {"METAMANAGER_MEMORY__MALLOC_ARENA_MAX": "0", "METAMANAGER_DATABASE__CACHE_KIB": "512"}
     cfg = config.from_mapping({"memory": {"malloc_mmap_threshold": 0}}, env)
     assert (cfg.memory.malloc_mmap_threshold, cfg.memory.malloc_arena_max) == (0, 0)

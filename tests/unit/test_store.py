@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from mqtt_metamanager import store as store_module
 from mqtt_metamanager.envelope import Resource
 from mqtt_metamanager.routing import Outgoing
 from mqtt_metamanager.store import Store, StoreError
@@ -113,7 +114,123 @@ def test_put_with_a_version_keeps_an_object_with_a_greater_one(
     s.close()
 
 
-def _pods(store: Store, names: list[str], namespace: str = "default") -> None:
+def _pods(count: int, namespace: str = "ns") -> list[tuple[Resource, dict[str, object]]]:
+    return [
+        (Resource(namespace, "pod", f"p{i}"), {"metadata": {"name": f"p{i}", "resourceVersion": i}})
+        for i in range(count)
+    ]
+
+
+def test_load_stores_like_put_with_a_revision_each(tmp_path: Path) -> None:
+    s = Store(str(tmp_path / "m.db"))
+    s.put(Resource.parse("ns/pod/p3"), {"old": True})
+    before = s.revision
+    assert s.load(_pods(10), batch=4) == 10
+    assert s.revision == before + 10
+    assert s.count() == 10  # p3 replaced, not doubled
+    p3 = s.get("ns/pod/p3")
+    assert p3 is not None and p3.value == {"metadata": {"name": "p3", "resourceVersion": 3}}
+    assert p3.resource_version == "3" and p3.namespace == "ns" and p3.name == "p3"
+    revisions = [r[0] for r in s.db.execute_sql("SELECT revision FROM meta ORDER BY revision")]
+    assert revisions == list(range(before + 1, before + 11))
+    # The history keeps only the newest change: a watch from before the load lists again.
+    changes = s.db.execute_sql("SELECT revision, key FROM changes").fetchall()
+    assert changes == [(before + 10, "ns/pod/p9")]
+    s.close()
+    reopened = Store(str(tmp_path / "m.db"))
+    assert reopened.revision == before + 10
+    reopened.close()
+
+
+def test_a_loaded_store_opens_and_counts_without_reading_every_row(tmp_path: Path) -> None:
+    path = str(tmp_path / "m.db")
+    s = Store(path)
+    s.load(_pods(20_000))
+    s.close()
+    # The statements the store opens and counts with, on a connection of the test's own
+    # that counts the virtual machine instructions they take.
+    conn = sqlite3.connect(path)
+    steps = [0]
+
+    def counted() -> int:
+        steps[0] += 1
+        return 0
+
+    conn.set_progress_handler(counted, 100)  # once per 100 instructions
+    assert conn.execute(store_module.LAST_REVISION_SQL).fetchone() == (20_000,)
+    assert steps[0] < 10, f"the revision took {steps[0] * 100} instructions: a scan"
+    plan = conn.execute("EXPLAIN QUERY PLAN " + store_module.COUNT_BY_TYPE_SQL).fetchall()
+    assert "COVERING INDEX" in str(plan), plan
+    conn.close()
+    s = Store(path)
+    assert s.revision == 20_000 and s.count_by_type() == {"pod": 20_000}
+    s.close()
+
+
+def test_texts_with_owner_says_which_statuses_have_their_pod(tmp_path: Path) -> None:
+    s = Store(str(tmp_path / "m.db"))
+    s.put(Resource.parse("b/pod/x"), {"n": 1})
+    s.put(Resource.parse("b/podstatus/x"), {"s": "bx"})
+    s.put(Resource.parse("a/podstatus/y"), {"s": "ay"})  # its pod is not stored
+    s.put(Resource.parse("a/pod/x"), {"n": 2})  # the same name in another namespace
+    assert list(s.texts_with_owner("podstatus", "pod")) == [
+        ("a/podstatus/y", "a", '{"s":"ay"}', False),
+        ("b/podstatus/x", "b", '{"s":"bx"}', True),
+    ]
+
+
+def test_counts_by_type_follow_commits_and_rollbacks_without_a_scan(tmp_path: Path) -> None:
+    import random
+
+    s = Store(str(tmp_path / "m.db"))
+    s.load(_pods(50))
+    pick = random.Random(4)
+
+    def scanned() -> dict[str, int]:
+        rows = s.db.execute_sql("SELECT type, COUNT(*) FROM meta GROUP BY type")
+        return {str(t): int(n) for t, n in rows}
+
+    assert s.count_by_type() == {"pod": 50}
+    for step in range(300):
+        key = f"ns/{pick.choice(['pod', 'podstatus', 'secret'])}/p{pick.randrange(60)}"
+        change = (
+            (lambda k=key: s.delete(k))
+            if pick.random() < 0.4
+            else (lambda k=key: s.put(Resource.parse(k), {"v": k}))
+        )
+        mode = pick.choice(["autocommit", "commit", "rollback", "nested rollback"])
+        if mode == "autocommit":
+            change()
+        elif mode == "commit":
+            with s.atomic():
+                change()
+                assert s.count_by_type() == scanned()  # the open transaction's too
+        elif mode == "rollback":
+            with pytest.raises(KeyError), s.atomic():
+                change()
+                raise KeyError("undo")
+        else:
+            with s.atomic():
+                change()
+                with pytest.raises(KeyError), s.atomic():
+                    s.put(Resource.parse(f"ns/configmap/c{step}"), {})
+                    raise KeyError("undo the inner one")
+        assert s.count_by_type() == scanned(), (step, mode)
+    conn = s.db.connection()
+    steps = [0]
+
+    def counted() -> int:
+        steps[0] += 1
+        return 0
+
+    conn.set_progress_handler(counted, 100)
+    s.count_by_type()
+    conn.set_progress_handler(None, 0)
+    assert steps[0] == 0  # a look-up, not a scan
+    s.close()
+
+
+def _put_pods(store: Store, names: list[str], namespace: str = "default") -> None:
     with store.atomic():
         for name in names:
             store.put(Resource(namespace, "pod", name), {"metadata": {"name": name}, "é": [1]})
@@ -121,8 +238,8 @@ def _pods(store: Store, names: list[str], namespace: str = "default") -> None:
 
 def test_list_values_are_the_stored_text_joined_in_key_order(tmp_path: Path) -> None:
     store = Store(str(tmp_path / "m.db"))
-    _pods(store, ["b", "c", "a"])
-    _pods(store, ["z"], namespace="other")
+    _put_pods(store, ["b", "c", "a"])
+    _put_pods(store, ["z"], namespace="other")
     joined = store.value_texts("default", "pod")
     assert isinstance(joined, bytes)
     stored = sqlite3.connect(tmp_path / "m.db").execute(
@@ -138,7 +255,7 @@ def test_list_values_are_the_stored_text_joined_in_key_order(tmp_path: Path) -> 
 def test_a_list_reads_the_index_in_key_order_without_a_sorter(tmp_path: Path) -> None:
     """A sort of a namespace's values holds all of them in SQLite's sorter (issue 13)."""
     store = Store(str(tmp_path / "m.db"))
-    _pods(store, [f"p{i}" for i in range(50)])
+    _put_pods(store, [f"p{i}" for i in range(50)])
     statements: list[str] = []
     store.db.connection().set_trace_callback(statements.append)
     store.value_texts("default", "pod")
