@@ -352,6 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
     soak.add_argument("--pods", type=int, default=2000, help="pods in the soak's namespace")
     soak.add_argument("--interval", type=float, default=60.0, help="seconds per report row")
     soak.add_argument("--tracemalloc", action="store_true", help="trace the service's heap")
+    soak.add_argument(
+        "--soak-lists", type=int, default=1, help="namespace lists per 200 inputs (1; 8: 4 %%)"
+    )
     soak.add_argument("--plot", metavar="FILE", help="write an SVG chart (soak or scale)")
     scalecli.add_arguments(p)
     p.set_defaults(func=cmd_bench)

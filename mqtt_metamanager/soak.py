@@ -54,6 +54,7 @@ class SoakOptions:
     payload_size: int = 1024
     interval: float = 60.0
     tracemalloc: bool = False
+    lists: int = 1  # namespace lists per 200 inputs
     host: str | None = None
     port: int | None = None
     login: dict[str, Any] = field(default_factory=dict)
@@ -67,6 +68,7 @@ class SoakOptions:
             raise ValueError(f"--pods must be 1 to 100000, got {self.pods}")
         if not 64 <= self.payload_size <= 256 * 1024:
             raise ValueError(f"--payload-size must be 64 to 262144, got {self.payload_size}")
+        schedule(0, self.lists)  # refuses a share it cannot make
         if not 1 <= self.interval <= 3600:
             raise ValueError(f"--interval must be 1 to 3600 seconds, got {self.interval}")
         if (self.host is None) != (self.port is None):
@@ -255,7 +257,7 @@ class Soak:
         """Send the mix at the rate for the time; sample and report on the way."""
         opts = self.options
         total = int(opts.rate * opts.seconds)
-        kinds = schedule(seed=opts.rate)
+        kinds = schedule(seed=opts.rate, lists=opts.lists)
         start = time.monotonic()
         next_sample, next_row, next_flap = start, start + opts.interval, start + FLAP_EVERY
         self._row_start = start

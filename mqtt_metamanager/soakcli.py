@@ -25,6 +25,7 @@ def run(args: argparse.Namespace, login: dict[str, Any]) -> int:
             payload_size=args.payload_size,
             interval=args.interval,
             tracemalloc=args.tracemalloc,
+            lists=args.soak_lists,
             host=args.host,
             port=args.port,
             login=login,

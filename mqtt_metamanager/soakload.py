@@ -44,8 +44,14 @@ MIX = {
 SLOW_KINDS = frozenset({"remote_query"})
 
 
-def schedule(seed: int) -> list[str]:
-    kinds = [kind for kind, weight in MIX.items() for _ in range(weight)]
+def schedule(seed: int, lists: int = MIX["query_list"]) -> list[str]:
+    """One round of the mix (200 inputs) in a seeded order; ``lists`` namespace lists in it,
+    the extra ones taken from the one-object queries (``--soak-lists``, the contended case)."""
+    if not 1 <= lists <= MIX["query_list"] + MIX["query_one"]:
+        raise ValueError(f"--soak-lists must be 1 to {MIX['query_list'] + MIX['query_one']}")
+    weights = {**MIX, "query_list": lists}
+    weights["query_one"] -= lists - MIX["query_list"]
+    kinds = [kind for kind, weight in weights.items() for _ in range(weight)]
     random.Random(seed).shuffle(kinds)
     return kinds
 

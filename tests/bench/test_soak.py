@@ -78,3 +78,14 @@ def test_soak_refuses_bad_rate() -> None:
     )
     assert done.returncode == 2
     assert b"--rate" in done.stderr
+
+
+def test_lists_take_their_share_from_the_one_object_queries() -> None:
+    from mqtt_metamanager.soakload import schedule
+
+    default, contended = schedule(7), schedule(7, lists=8)
+    assert len(default) == len(contended) == 200
+    assert default.count("query_list") == 1 and contended.count("query_list") == 8
+    assert contended.count("query_one") == default.count("query_one") - 7
+    with pytest.raises(ValueError, match="--soak-lists"):
+        schedule(7, lists=40)
