@@ -7,13 +7,13 @@ answered from the store, or 504 when the store has nothing.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import tenacity
 
+from .answered import AnsweredIds
 from .envelope import Message, Resource
 from .outcome import (
     CLOUD_TIMEOUT,
@@ -90,8 +90,7 @@ class PendingQueries:
     def __init__(self, answered_memory: int = ANSWERED_MEMORY) -> None:
         self._by_cloud_id: dict[str, PendingQuery] = {}
         # Attempt ids of queries already answered, newest last, to recognise late answers.
-        self._answered: OrderedDict[str, None] = OrderedDict()
-        self._answered_memory = answered_memory
+        self._answered = AnsweredIds(answered_memory)
         self._count = 0  # committed queries waiting; read by metrics from another thread
         # Staged: a cloud id's new query, or None once answered; ids answered.
         self._staged: dict[str, PendingQuery | None] = {}
@@ -131,9 +130,7 @@ class PendingQueries:
             else:
                 self._by_cloud_id[cloud_id] = query
         for cloud_id in self._staged_answered:
-            self._answered[cloud_id] = None
-        while len(self._answered) > self._answered_memory:
-            self._answered.popitem(last=False)
+            self._answered.add(cloud_id)
         self.discard()
         self._count = len({id(p) for p in self._by_cloud_id.values()})
 
