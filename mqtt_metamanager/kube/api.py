@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import queue
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from .feed import ChangeFeed, Subscription
+from .feed import ChangeFeed
 from .reader import Change, Row, Snapshot, StoreReader
 from .resources import BY_PLURAL, KINDS, Kind
 from .selectors import Selector, SelectorError
@@ -217,7 +218,7 @@ class KubeAPI:
         bookmarks = params.get("allowWatchBookmarks") in ("true", "1")
         return Watch(self._stream(target, selector, sub, backlog, timeout, bookmarks))
 
-    def _stream(self, target: Target, selector: Selector, sub: Subscription,
+    def _stream(self, target: Target, selector: Selector, sub: Any,
                 backlog: list[tuple[str, Row | Change]], timeout: float,
                 bookmarks: bool) -> Iterator[bytes]:  # fmt: skip
         deadline = time.monotonic() + timeout
@@ -238,14 +239,20 @@ class KubeAPI:
                 if now >= deadline:
                     return
                 wait = min(deadline, next_bookmark if bookmarks else deadline) - now
-                # Under a burst, whatever is queued goes out in one write: one syscall
-                # (and one turn of the GIL) for many events, not one each.
-                batch = sub.take(max(0.0, wait), WRITE_BATCH)
-                if not batch:  # a quiet moment, or dropped
+                try:
+                    batch = [sub.changes.get(timeout=max(0.0, wait))]
+                except queue.Empty:  # a quiet moment
                     if bookmarks and time.monotonic() >= next_bookmark:
                         yield _bookmark(target.kind, max(last, self.feed.position))
                         next_bookmark = time.monotonic() + BOOKMARK_EVERY
                     continue
+                # Under a burst, whatever else is queued goes out in the same write: one
+                # syscall (and one turn of the GIL) for many events, not one each.
+                while len(batch) < WRITE_BATCH:
+                    try:
+                        batch.append(sub.changes.get_nowait())
+                    except queue.Empty:
+                        break
                 lines = []
                 for delivery in batch:
                     last = delivery.change.revision

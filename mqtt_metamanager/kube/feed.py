@@ -3,18 +3,17 @@
 After each commit the message loop calls ``ChangeFeed.notify(revision)``: it sets an
 event and returns, whatever the watchers do. The feed's own thread then reads the new
 changes once (from its own SQLite connection), if anyone watches, and hands each to the
-watchers of its kind through bounded queues. A watcher whose queue stays full for a second
-is dropped (its stream ends; the client lists again), so a slow or stuck client can
-neither slow the loop nor make memory grow.
+watchers of its kind through bounded queues. A watcher whose queue is full is dropped (its
+stream ends; the client lists again), so a slow or stuck client can neither slow the loop
+nor make memory grow.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import sqlite3
 import threading
-import time
-from collections import deque
 from dataclasses import dataclass, field
 
 import orjson
@@ -25,11 +24,8 @@ from .served import event_line, served_json
 
 log = logging.getLogger(__name__)
 
-WATCHER_QUEUE = 256  # changes a watcher may be behind, for DROP_AFTER seconds at most
-DROP_AFTER = 1.0  # then it is dropped (one budget per chunk, shared by its watchers)
-# Changes read per query and handed to each watcher at once: fewer than a watcher may be
-# behind, or one chunk could never fit.
-READ_CHUNK = 100
+WATCHER_QUEUE = 256  # changes a watcher may be behind before it is dropped
+READ_CHUNK = 1000  # changes read per query
 
 
 class Delivery:
@@ -52,53 +48,12 @@ class Delivery:
 
 @dataclass(eq=False)
 class Subscription:
-    """One watcher's place in the feed: every change of its type after ``start``.
-
-    The feed hands over a chunk of changes with one lock and one wake-up, and the watcher
-    takes what is pending in one go: per change and watcher, a queue's put and get (a lock
-    and a wake-up each) were most of what ten busy watchers cost the message loop under a
-    burst."""
+    """One watcher's place in the feed: every change of its type after ``start``."""
 
     stored_type: str
     start: int
+    changes: queue.Queue[Delivery] = field(default_factory=lambda: queue.Queue(WATCHER_QUEUE))
     dropped: threading.Event = field(default_factory=threading.Event)
-    _pending: deque[Delivery] = field(default_factory=deque, init=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
-
-    def __post_init__(self) -> None:
-        self._ready = threading.Condition(self._lock)  # something to take
-        self._room = threading.Condition(self._lock)  # room to offer
-
-    def offer(self, deliveries: list[Delivery], wait: float) -> bool:
-        """Queues ``deliveries`` once that leaves this watcher at most ``WATCHER_QUEUE``
-        changes behind, waiting up to ``wait`` seconds for it to take some; False, with
-        nothing queued, if it did not."""
-        with self._lock:
-            fits = self._room.wait_for(
-                lambda: len(self._pending) + len(deliveries) <= WATCHER_QUEUE, wait
-            )
-            if fits:
-                self._pending.extend(deliveries)
-                self._ready.notify()
-            return fits
-
-    def take(self, timeout: float, most: int) -> list[Delivery]:
-        """Up to ``most`` pending changes, oldest first; waits up to ``timeout`` seconds
-        for one (an empty list: nothing came, or the watcher was dropped)."""
-        with self._lock:
-            if not self._pending and not self.dropped.is_set():
-                self._ready.wait(timeout)
-            count = min(most, len(self._pending))
-            taken = [self._pending.popleft() for _ in range(count)]
-            if taken:
-                self._room.notify()
-            return taken
-
-    def drop(self) -> None:
-        """Ends the watch: a watcher waiting in ``take`` returns at once."""
-        with self._lock:
-            self.dropped.set()
-            self._ready.notify_all()
 
 
 class ChangeFeed:
@@ -111,8 +66,7 @@ class ChangeFeed:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._subscriptions: dict[str, set[Subscription]] = {}  # by stored type
-        self._count = 0
+        self._subscriptions: set[Subscription] = set()
         self._thread = threading.Thread(target=self._run, name="kube-feed", daemon=True)
 
     def start(self) -> None:
@@ -123,11 +77,9 @@ class ChangeFeed:
         self._wake.set()
         self._thread.join(timeout=5)
         with self._lock:
-            for subs in self._subscriptions.values():
-                for sub in subs:
-                    sub.drop()
+            for sub in self._subscriptions:
+                sub.dropped.set()
             self._subscriptions.clear()
-            self._count = 0
 
     def notify(self, revision: int) -> None:
         """Called by the message loop after committing ``revision``: never blocks."""
@@ -136,27 +88,18 @@ class ChangeFeed:
 
     @property
     def watchers(self) -> int:
-        return self._count  # read by the metrics scrape without the lock
+        return len(self._subscriptions)
 
     def subscribe(self, stored_type: str) -> Subscription:
         """A new watcher; it reads what came before ``start`` from the store itself."""
         with self._lock:
             sub = Subscription(stored_type, self.position)
-            self._subscriptions.setdefault(stored_type, set()).add(sub)
-            self._count += 1
+            self._subscriptions.add(sub)
             return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
         with self._lock:
-            self._discard(sub)
-
-    def _discard(self, sub: Subscription) -> None:
-        subs = self._subscriptions.get(sub.stored_type)
-        if subs is not None and sub in subs:
-            subs.discard(sub)
-            self._count -= 1
-            if not subs:
-                del self._subscriptions[sub.stored_type]
+            self._subscriptions.discard(sub)
 
     def _run(self) -> None:
         conn: sqlite3.Connection | None = None  # kept: it reads after every commit
@@ -189,24 +132,19 @@ class ChangeFeed:
                 changes = snap.all_changes(self.position, READ_CHUNK)
             if not changes:
                 return
-            by_type: dict[str, list[Delivery]] = {}
-            for change in changes:
-                by_type.setdefault(change.type, []).append(Delivery(change))
             with self._lock:
-                # Like the Kubernetes API server's watch cache: a watcher that is behind
-                # gets a moment to catch up (a burst committed at once is more than any
-                # watcher's queue), one time budget for all; stuck past it, it is dropped.
-                budget_end = time.monotonic() + DROP_AFTER
-                for stored_type, deliveries in by_type.items():
-                    for sub in list(self._subscriptions.get(stored_type, ())):
-                        wanted = [d for d in deliveries if d.change.revision > sub.start]
-                        wait = max(0.0, budget_end - time.monotonic())
-                        if wanted and not sub.offer(wanted, wait):
-                            self._drop(sub)
+                for change in changes:
+                    delivery = Delivery(change)
+                    for sub in list(self._subscriptions):
+                        if sub.stored_type == change.type and change.revision > sub.start:
+                            self._give(sub, delivery)
                 self.position = changes[-1].revision
 
-    def _drop(self, sub: Subscription) -> None:
-        log.warning("kube: a watcher of %s fell %d changes behind: dropped",
-                    sub.stored_type, WATCHER_QUEUE)  # fmt: skip
-        sub.drop()
-        self._discard(sub)
+    def _give(self, sub: Subscription, delivery: Delivery) -> None:
+        try:
+            sub.changes.put_nowait(delivery)
+        except queue.Full:
+            log.warning("kube: a watcher of %s fell %d changes behind: dropped",
+                        sub.stored_type, WATCHER_QUEUE)  # fmt: skip
+            sub.dropped.set()
+            self._subscriptions.discard(sub)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import threading
 import tracemalloc
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,8 +16,7 @@ import pytest
 from mqtt_metamanager.config import KubeConfig
 from mqtt_metamanager.envelope import Resource
 from mqtt_metamanager.kube.api import Answer, KubeAPI, Watch
-from mqtt_metamanager.kube.feed import WATCHER_QUEUE, Delivery, Subscription
-from mqtt_metamanager.kube.reader import Change, Row
+from mqtt_metamanager.kube.reader import Row
 from mqtt_metamanager.kube.resources import BY_PLURAL
 from mqtt_metamanager.kube.selectors import Selector, SelectorError
 from mqtt_metamanager.kube.served import ServedCache
@@ -328,51 +326,3 @@ def test_a_watch_sends_only_what_its_namespace_and_selectors_ask_for(
     assert isinstance(by_name, Watch)
     [found] = lines(by_name, 1)
     assert found["object"]["metadata"]["labels"] == {"app": "y"}
-
-
-def test_a_burst_committed_at_once_reaches_a_live_watcher_whole(edge: Edge, api: KubeAPI) -> None:
-    # More changes in one commit than a watcher may be behind: the feed must hand them out
-    # in pieces the watcher can take, not drop a watcher that keeps up.
-    edge.put("default/pod/first", pod("first"))
-    since = edge.store.revision
-    watch = api.get("/api/v1/pods", f"watch=true&resourceVersion={since}&timeoutSeconds=30")
-    assert isinstance(watch, Watch)
-    burst = 4 * WATCHER_QUEUE
-    got: list[dict[str, Any]] = []
-    reader = threading.Thread(target=lambda: got.extend(lines(watch, burst)))
-    reader.start()
-    with edge.store.atomic():
-        for i in range(burst):
-            edge.store.put(Resource.parse(f"default/pod/b{i}"), pod(f"b{i}"))
-    edge.committed()
-    reader.join(timeout=30)
-    assert [e["object"]["metadata"]["name"] for e in got] == [f"b{i}" for i in range(burst)]
-    assert edge.serving.feed.watchers == 1
-
-
-def delivery(revision: int) -> Delivery:
-    return Delivery(Change(revision, "ADDED", "pod", "default", f"p{revision}", "{}"))
-
-
-def test_a_subscription_takes_in_order_keeps_its_bound_and_ends_when_dropped() -> None:
-    sub = Subscription("pod", start=0)
-    assert sub.offer([delivery(r) for r in range(1, WATCHER_QUEUE)], wait=0)
-    assert not sub.offer([delivery(WATCHER_QUEUE), delivery(WATCHER_QUEUE + 1)], wait=0)
-    first = sub.take(timeout=0, most=10)
-    assert [d.change.revision for d in first] == list(range(1, 11))
-    # Room made while the feed waits lets its offer in.
-    offered: list[bool] = []
-    feeding = threading.Thread(
-        target=lambda: offered.append(sub.offer([delivery(r) for r in range(300, 320)], wait=60))
-    )
-    feeding.start()
-    assert len(sub.take(timeout=0, most=WATCHER_QUEUE)) == WATCHER_QUEUE - 11
-    feeding.join(timeout=10)
-    assert offered == [True]
-    assert [d.change.revision for d in sub.take(timeout=0, most=100)] == list(range(300, 320))
-    taken: list[list[Delivery]] = []
-    waiting = threading.Thread(target=lambda: taken.append(sub.take(timeout=60, most=1)))
-    waiting.start()
-    sub.drop()
-    waiting.join(timeout=10)
-    assert not waiting.is_alive() and taken == [[]] and sub.dropped.is_set()
