@@ -22,7 +22,7 @@ def podstatus_sync(store: Store, topics: Topics) -> Result:
     orphans = []
     for key, namespace, text, has_pod in store.texts_with_owner(PODSTATUS, POD):
         if has_pod:
-            by_namespace[namespace].append(text.encode())
+            by_namespace[namespace].append(text)
         else:
             orphans.append(key)
     for key in orphans:

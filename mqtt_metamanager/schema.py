@@ -56,7 +56,7 @@ UPSERT_OBJECT = INSERT_OBJECT + (
 # Objects of one type with, for each, whether the object of the same namespace and name of
 # another type is stored (a pod status and its pod): one statement, no object decoded.
 WITH_OWNER = (
-    "SELECT s.key, s.namespace, s.value, EXISTS (SELECT 1 FROM meta AS o"
+    "SELECT s.key, s.namespace, CAST(s.value AS BLOB), EXISTS (SELECT 1 FROM meta AS o"
     " WHERE o.key = s.namespace || '/' || ? || '/' || s.name)"
     " FROM meta AS s WHERE s.type = ? ORDER BY s.namespace, s.key"
 )

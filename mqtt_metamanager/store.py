@@ -285,14 +285,15 @@ class Store:
         row = self.db.execute_sql(schema.LIST_VALUES, (type_, namespace)).fetchone()
         return b"" if row is None or row[0] is None else bytes(row[0])
 
-    def texts_with_owner(self, type_: str, owner_type: str) -> Iterator[tuple[str, str, str, bool]]:
-        """(key, namespace, value as stored JSON text, whether its owner is stored) of each
-        object of ``type_``, by namespace and key; the owner is the object of
+    def texts_with_owner(
+        self, type_: str, owner_type: str
+    ) -> Iterator[tuple[str, str, bytes, bool]]:
+        """(key, namespace, value as stored JSON text (UTF-8), whether its owner is stored)
+        of each object of ``type_``, by namespace and key; the owner is the object of
         ``owner_type`` with the same namespace and name. Read it all before writing."""
-        for key, namespace, text, owned in self.db.execute_sql(
-            schema.WITH_OWNER, (owner_type, type_)
-        ):
-            yield str(key), str(namespace), str(text), bool(owned)
+        rows = self.db.execute_sql(schema.WITH_OWNER, (owner_type, type_))
+        for key, namespace, text, owned in rows:
+            yield str(key), str(namespace), bytes(text), bool(owned)
 
     def delete(self, key: str) -> bool:
         """Remove one object; a new revision if it was there."""

@@ -174,8 +174,8 @@ def test_texts_with_owner_says_which_statuses_have_their_pod(tmp_path: Path) -> 
     s.put(Resource.parse("a/podstatus/y"), {"s": "ay"})  # its pod is not stored
     s.put(Resource.parse("a/pod/x"), {"n": 2})  # the same name in another namespace
     assert list(s.texts_with_owner("podstatus", "pod")) == [
-        ("a/podstatus/y", "a", '{"s":"ay"}', False),
-        ("b/podstatus/x", "b", '{"s":"bx"}', True),
+        ("a/podstatus/y", "a", b'{"s":"ay"}', False),
+        ("b/podstatus/x", "b", b'{"s":"bx"}', True),
     ]
 
 
