@@ -27,11 +27,9 @@ COPY --from=build /opt/metamanager /opt/metamanager
 COPY conf/edge.yaml /app/conf/edge.yaml
 
 # Config: /app/conf/edge.yaml (mount your own over /app/conf), then METAMANAGER_* on top.
-# MALLOC_ARENA_MAX: every HTTP client (a Kubernetes watch) is a thread, and glibc gives
-# busy threads malloc arenas of their own that stay large: two arenas keep RSS flat.
+# glibc's arenas and mmap threshold are set by the service itself (memory.* in the config).
 ENV PATH=/opt/metamanager/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    MALLOC_ARENA_MAX=2 \
     METAMANAGER_MQTT__HOST=mosquitto \
     METAMANAGER_DATABASE__PATH=/data/metamanager.db
 WORKDIR /app

@@ -214,7 +214,6 @@ def _measure(workdir: Path, db: Path, host: str, port: int) -> dict[str, Any]:
         "http": {"listen": f"{LOOPBACK}:{http_port}"},
     }))  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("METAMANAGER_")}
-    env.setdefault("MALLOC_ARENA_MAX", "2")  # as the image runs the service (Dockerfile)
     with open(workdir / "service.log", "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "mqtt_metamanager", "run", "-c", str(conf)],
                                 stdout=log, stderr=log, env=env, cwd=workdir)  # fmt: skip
