@@ -102,8 +102,8 @@ class NetworkLoop:
             # select (a socket is nearly always writable; paho keeps what it could not
             # send). That second turn was a good part of a query's reply time.
             to_write += [
-                link for sock, link in owner.items()
-                if link not in to_write and link.client.want_write() and link.socket() is sock
+                link for link in owner.values()
+                if link not in to_write and link.client.want_write()
             ]  # fmt: skip
         # Writes first: acks and publishes the service is waiting to see go out.
         for link in to_write:
