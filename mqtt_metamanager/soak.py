@@ -30,7 +30,7 @@ from .bench import free_port, own_broker, peak_rss_mb, percentile, stop_process
 from .benchnet import BenchError, Login
 from .envelope import Resource
 from .routing import Topics
-from .soakload import NAMESPACE, SoakClient, Window, pod_value, schedule
+from .soakload import MAX_LISTS, NAMESPACE, SoakClient, Window, pod_value, schedule
 from .store import Store
 
 MAX_SECONDS = 24 * 3600
@@ -64,8 +64,10 @@ class SoakOptions:
             raise ValueError(f"--soak must be 1 to {MAX_SECONDS} seconds, got {self.seconds}")
         if not 1 <= self.rate <= MAX_RATE:
             raise ValueError(f"--rate must be 1 to {MAX_RATE} inputs/s, got {self.rate}")
-        if not 0 <= self.lists <= 31:
-            raise ValueError(f"--soak-lists must be 0 to 31 per 200 inputs, got {self.lists}")
+        if not 0 <= self.lists <= MAX_LISTS:
+            raise ValueError(
+                f"--soak-lists must be 0 to {MAX_LISTS} per 200 inputs, got {self.lists}"
+            )
         if not 1 <= self.pods <= 100_000:
             raise ValueError(f"--pods must be 1 to 100000, got {self.pods}")
         if not 64 <= self.payload_size <= 256 * 1024:

@@ -44,13 +44,16 @@ MIX = {
 SLOW_KINDS = frozenset({"remote_query"})
 
 
+# The queries' share of a cycle: as many of them as asked are namespace lists.
+MAX_LISTS = MIX["query_one"] + MIX["query_list"]
+
+
 def schedule(seed: int, lists: int = MIX["query_list"]) -> list[str]:
     """One cycle of 200 kinds of input; ``lists`` namespace lists in it (the rest of the
-    ``query_one`` and ``query_list`` share are one-object queries)."""
-    queries = MIX["query_one"] + MIX["query_list"]
-    if not 0 <= lists <= queries:
-        raise ValueError(f"lists per cycle must be 0 to {queries}, got {lists}")
-    mix = {**MIX, "query_list": lists, "query_one": queries - lists}
+    queries' share are one-object queries)."""
+    if not 0 <= lists <= MAX_LISTS:
+        raise ValueError(f"lists per cycle must be 0 to {MAX_LISTS}, got {lists}")
+    mix = {**MIX, "query_list": lists, "query_one": MAX_LISTS - lists}
     kinds = [kind for kind, weight in mix.items() for _ in range(weight)]
     random.Random(seed).shuffle(kinds)
     return kinds
