@@ -131,6 +131,17 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
+def cpu_seconds(pid: int) -> float:
+    """The process's CPU time so far (user + system, from /proc), 0.0 when unreadable."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    # After the command name's ")": the state is field 3, utime and stime fields 14 and 15.
+    fields = stat.rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def object_value(name: str, size: int, version: int) -> dict[str, Any]:
     """A pod-like object whose JSON is about ``size`` bytes."""
     value: dict[str, Any] = {

@@ -26,6 +26,7 @@ from .bench import (
     LOOPBACK,
     NAMESPACE,
     START_TIMEOUT,
+    cpu_seconds,
     envelope,
     free_port,
     object_value,
@@ -148,12 +149,6 @@ class _WatchCrowd:
             self.process.kill()
 
 
-def service_cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) the process has used."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _timed_gets(port: int, path: str, count: int) -> list[float]:
     conn = http.client.HTTPConnection(LOOPBACK, port, timeout=30)
     samples = []
@@ -249,14 +244,14 @@ def _measure(workdir: Path, db: Path, host: str, port: int) -> dict[str, Any]:
         alone_rates, watched_rates, alone_cpu, watched_cpu = [], [], [], []
         rss_before = 0.0
         for round_ in range(ROUNDS):
-            cpu = service_cpu_s(proc.pid)
+            cpu = cpu_seconds(proc.pid)
             alone_rates.append(_inserts(load, f"alone{round_}", BURST))
-            alone_cpu.append(service_cpu_s(proc.pid) - cpu)
+            alone_cpu.append(cpu_seconds(proc.pid) - cpu)
             rss_before = rss_before or peak_rss_mb(proc.pid)
             with _WatchCrowd(http_port, pods) as crowd:
-                cpu = service_cpu_s(proc.pid)
+                cpu = cpu_seconds(proc.pid)
                 watched_rates.append(_inserts(load, f"watched{round_}", BURST))
-                watched_cpu.append(service_cpu_s(proc.pid) - cpu)
+                watched_cpu.append(cpu_seconds(proc.pid) - cpu)
                 rss_after = peak_rss_mb(proc.pid)
                 crowd.check_every_event_arrived()
     finally:

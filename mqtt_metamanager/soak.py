@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from . import config as config_mod
-from .bench import free_port, own_broker, peak_rss_mb, percentile, stop_process
+from .bench import cpu_seconds, free_port, own_broker, peak_rss_mb, percentile, stop_process
 from .benchnet import BenchError, Login
 from .envelope import Resource
 from .routing import Topics
@@ -87,17 +87,6 @@ def rss_mb(pid: int) -> float:
     except OSError:
         pass
     return 0.0
-
-
-def cpu_seconds(pid: int) -> float:
-    """The process's CPU time so far (user + system, from /proc), 0.0 when unreadable."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    # After the command name's ")": the state is field 3, utime and stime fields 14 and 15.
-    fields = stat.rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def file_mb(path: Path) -> float:
