@@ -13,8 +13,8 @@ from collections import deque
 from dataclasses import dataclass
 
 from .identity import Refused
+from .ledger import OutboxEntry
 from .outcome import Inbound, Result
-from .store import OutboxEntry
 from .transport import Received
 
 LINK_KEY = "node/connection"  # the cloud link: connect messages and the bridge's 1/0 alike

@@ -17,9 +17,10 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
+from .ledger import OutboxEntry
 from .outcome import Result
 from .routing import Outgoing
-from .store import OutboxEntry, Store, StoreError
+from .store import Store, StoreError
 
 log = logging.getLogger(__name__)
 

@@ -25,12 +25,13 @@ import tenacity
 
 from .identity import AccessPolicy, Refused
 from .inputs import BridgeState, Handled, StoreRetries
+from .ledger import OutboxEntry
 from .metrics import ServiceMetrics
 from .operations import Operations
 from .outbox import Outbox
 from .outcome import Inbound, Kind, OperationError, Result, TimerEvent
 from .readings import BRIDGE_STATE
-from .store import OutboxEntry, StoreError
+from .store import StoreError
 from .timers import TimerQueue, backoff_delay
 from .transport import Received
 

@@ -3,10 +3,7 @@
 Contract:
 - ``meta`` keeps KubeEdge's ``key``/``type``/``value`` columns (value is JSON text) plus
   namespace, name, resource version and update time.
-- ``applied`` remembers recently applied msg_ids with the replies they produced, so a
-  redelivered message is answered again but not applied again.
-- ``outbox`` holds every publish owed because of an input, written in the same
-  transaction as the input's effect and removed once the broker acknowledged it.
+- ``applied`` and ``outbox``, what is kept about messages: ``ledger.py``.
 - ``changes`` is the store's history: every put and delete of an object bumps the store's
   revision and is recorded (with the object) in the same transaction, so a reader that
   follows it (the Kubernetes watch) never sees a change a crash then loses, nor misses
@@ -29,7 +26,7 @@ import peewee as pw
 
 from . import schema
 from .envelope import Resource
-from .routing import Outgoing
+from .ledger import Ledger
 
 # Bound parameters are SQLite integers; a CAST of a longer number gives its largest one.
 _SQL_INT_MAX = 2**63 - 2
@@ -53,12 +50,6 @@ class StoredObject:
     updated_at: float
 
 
-@dataclass(frozen=True)
-class OutboxEntry:
-    id: int
-    publish: Outgoing
-
-
 def _resource_version(value: Any) -> str:
     if isinstance(value, dict):
         meta = value.get("metadata")
@@ -76,24 +67,9 @@ def _stored_version(text: str | None) -> int | None:
     return None
 
 
-def _publish_to_json(p: Outgoing) -> dict[str, Any]:
-    return {
-        "topic": p.topic,
-        "payload": p.payload.decode(),
-        "correlation": p.correlation.hex() if p.correlation is not None else None,
-        "retain": p.retain,
-    }
-
-
-def _publish_from_json(d: dict[str, Any]) -> Outgoing:
-    corr = d.get("correlation")
-    return Outgoing(
-        d["topic"], d["payload"].encode(), bytes.fromhex(corr) if corr else None, d["retain"]
-    )
-
-
-class Store:
-    """Metadata, de-duplication memory and outbox in one SQLite file (WAL)."""
+class Store(Ledger):
+    """Metadata and its history in one SQLite file (WAL), with the ledger's tables
+    (``ledger.Ledger``) in the same file and transactions."""
 
     def __init__(self, path: str, *, readonly: bool = False, cache_kib: int = 1024) -> None:
         """Args:
@@ -398,60 +374,3 @@ class Store:
         for type_, delta in self._staged_counts.items():
             counts[type_] = counts.get(type_, 0) + delta
         return {t: n for t, n in counts.items() if n}
-
-    # -- redelivery memory -------------------------------------------------------------
-
-    def applied_replies(self, msg_id: str) -> list[Outgoing] | None:
-        """The replies sent for ``msg_id`` if it was applied already, else None."""
-        row = self.db.execute_sql(schema.GET_APPLIED, (msg_id,)).fetchone()
-        if row is None:
-            return None
-        return [_publish_from_json(d) for d in json.loads(row[0])]
-
-    def mark_applied(self, msg_id: str, replies: Iterable[Outgoing]) -> None:
-        replies_json = json.dumps([_publish_to_json(p) for p in replies])
-        self.db.execute_sql(schema.PUT_APPLIED, (msg_id, replies_json, time.time()))
-
-    def prune_applied(self, keep: int) -> int:
-        """Forget all but the ``keep`` newest msg_ids; returns how many were dropped."""
-        A = self.m.Applied
-        total = A.select().count()
-        if total <= keep:
-            return 0
-        cutoff = A.select(A.applied_at).order_by(A.applied_at.desc()).offset(keep).limit(1)
-        return int(A.delete().where(A.applied_at <= cutoff).execute())
-
-    # -- outbox ---------------------------------------------------------------------------
-
-    def outbox_add(self, publishes: Iterable[Outgoing]) -> list[OutboxEntry]:
-        entries = []
-        for p in publishes:
-            cursor = self.db.execute_sql(
-                schema.ADD_OUTBOX, (p.topic, p.payload, p.correlation, int(p.retain))
-            )
-            entries.append(OutboxEntry(int(cursor.lastrowid), p))
-        return entries
-
-    def outbox_pending(self) -> list[OutboxEntry]:
-        with self.atomic():  # for its StoreError on failure
-            return self._outbox_rows()
-
-    def _outbox_rows(self) -> list[OutboxEntry]:
-        return [
-            OutboxEntry(
-                row.id,
-                Outgoing(
-                    row.topic,
-                    bytes(row.payload),
-                    None if row.correlation is None else bytes(row.correlation),
-                    row.retain,
-                ),
-            )
-            for row in self.m.Outbox.select().order_by(self.m.Outbox.id)
-        ]
-
-    def outbox_remove(self, ids: Iterable[int]) -> None:
-        # One statement run per id, not an ``IN (?, ?, ...)`` per count of ids: each count
-        # was a statement of its own in sqlite3's cache (128 of them, up to ~60 KB each for
-        # long lists), and the cache filled with every new count over hours (issue 13).
-        self.db.cursor().executemany(schema.REMOVE_OUTBOX, [(i,) for i in ids])

@@ -18,9 +18,10 @@ import peewee as pw
 import pytest
 
 from mqtt_metamanager import config as config_mod
+from mqtt_metamanager.ledger import OutboxEntry
 from mqtt_metamanager.routing import Outgoing
 from mqtt_metamanager.service import Service
-from mqtt_metamanager.store import OutboxEntry, Store, StoreError
+from mqtt_metamanager.store import Store, StoreError
 from mqtt_metamanager.transport import Connected, Event, Published, Received, Transport
 from tests.support import wait_until
 
