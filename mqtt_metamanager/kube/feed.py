@@ -66,7 +66,9 @@ class ChangeFeed:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._subscriptions: set[Subscription] = set()
+        # By stored type: a change is looked at by its type's watchers only (100 idle
+        # watchers of another type cost ~2 µs per change, growing with every watcher).
+        self._subscriptions: dict[str, set[Subscription]] = {}
         self._thread = threading.Thread(target=self._run, name="kube-feed", daemon=True)
 
     def start(self) -> None:
@@ -77,8 +79,9 @@ class ChangeFeed:
         self._wake.set()
         self._thread.join(timeout=5)
         with self._lock:
-            for sub in self._subscriptions:
-                sub.dropped.set()
+            for subs in self._subscriptions.values():
+                for sub in subs:
+                    sub.dropped.set()
             self._subscriptions.clear()
 
     def notify(self, revision: int) -> None:
@@ -88,18 +91,26 @@ class ChangeFeed:
 
     @property
     def watchers(self) -> int:
-        return len(self._subscriptions)
+        with self._lock:
+            return sum(len(subs) for subs in self._subscriptions.values())
 
     def subscribe(self, stored_type: str) -> Subscription:
         """A new watcher; it reads what came before ``start`` from the store itself."""
         with self._lock:
             sub = Subscription(stored_type, self.position)
-            self._subscriptions.add(sub)
+            self._subscriptions.setdefault(stored_type, set()).add(sub)
             return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
         with self._lock:
-            self._subscriptions.discard(sub)
+            self._forget(sub)
+
+    def _forget(self, sub: Subscription) -> None:
+        subs = self._subscriptions.get(sub.stored_type)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._subscriptions[sub.stored_type]
 
     def _run(self) -> None:
         conn: sqlite3.Connection | None = None  # kept: it reads after every commit
@@ -134,9 +145,12 @@ class ChangeFeed:
                 return
             with self._lock:
                 for change in changes:
+                    subs = self._subscriptions.get(change.type)
+                    if not subs:
+                        continue
                     delivery = Delivery(change)
-                    for sub in list(self._subscriptions):
-                        if sub.stored_type == change.type and change.revision > sub.start:
+                    for sub in list(subs):  # a full one is dropped from the set
+                        if change.revision > sub.start:
                             self._give(sub, delivery)
                 self.position = changes[-1].revision
 
@@ -147,4 +161,4 @@ class ChangeFeed:
             log.warning("kube: a watcher of %s fell %d changes behind: dropped",
                         sub.stored_type, WATCHER_QUEUE)  # fmt: skip
             sub.dropped.set()
-            self._subscriptions.discard(sub)
+            self._forget(sub)
