@@ -22,7 +22,7 @@ import yaml
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from .bench import (
+from .benchkit import (
     LOOPBACK,
     NAMESPACE,
     START_TIMEOUT,

@@ -21,19 +21,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .bench import (
-    MAX_PAYLOAD,
-    MAX_ROUNDS,
+from .bench import MAX_PAYLOAD, MAX_ROUNDS, Bench, BenchOptions, session
+from .benchkit import (
     NAMESPACE,
     START_TIMEOUT,
-    Bench,
-    BenchOptions,
     copy_database,
     envelope,
     object_value,
     peak_rss_mb,
     percentile,
-    session,
     stop_process,
 )
 from .benchnet import BenchError, CloudSide

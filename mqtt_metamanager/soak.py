@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from . import config as config_mod
-from .bench import cpu_seconds, free_port, own_broker, peak_rss_mb, percentile, stop_process
+from .benchkit import cpu_seconds, free_port, own_broker, peak_rss_mb, percentile, stop_process
 from .benchnet import BenchError, Login
 from .envelope import Resource
 from .routing import Topics
