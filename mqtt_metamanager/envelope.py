@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from . import jsoncodec
+
 MAX_RESOURCE_LENGTH = 1024
 MAX_JSON_DEPTH = 64
 RESOURCE_PARTS_LIST = 2
@@ -191,11 +193,11 @@ class Message:
 
     def encode(self) -> bytes:
         if not isinstance(self.content, JSONText):
-            return json.dumps(self.to_dict(), separators=(",", ":")).encode()
+            return jsoncodec.dumps(self.to_dict())
         # "content" is the envelope's last key: the rest is encoded, the text goes after it.
         envelope = replace(self, content=None).to_dict()
         del envelope["content"]
-        head = json.dumps(envelope, separators=(",", ":"))[:-1].encode()
+        head = jsoncodec.dumps(envelope)[:-1]
         return b"".join((head, b',"content":', *self.content.parts, b"}"))
 
 
@@ -251,7 +253,19 @@ def parse_json(payload: bytes) -> Any:
 
     Not JSON either, though Python's decoder takes them: ``NaN``/``Infinity``, numbers
     that overflow a double, and unpaired surrogate escapes (they cannot be stored or sent).
+    orjson refuses all of those itself; what it refuses, or might read inexactly, goes the
+    standard library's way below (``jsoncodec``).
     """
+    try:
+        data = jsoncodec.loads_fast(payload)
+    except jsoncodec.NotFast:
+        data = _parse_slow(payload)
+    if not _depth_ok(data, MAX_JSON_DEPTH):
+        raise BadMessage("too_deep", f"JSON nested deeper than {MAX_JSON_DEPTH}")
+    return data
+
+
+def _parse_slow(payload: bytes) -> Any:
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -262,8 +276,6 @@ def parse_json(payload: bytes) -> Any:
         raise BadMessage("too_deep", f"JSON nested deeper than {MAX_JSON_DEPTH}") from None
     except ValueError as exc:
         raise BadMessage("bad_json", f"payload is not JSON: {exc}") from None
-    if not _depth_ok(data, MAX_JSON_DEPTH):
-        raise BadMessage("too_deep", f"JSON nested deeper than {MAX_JSON_DEPTH}")
     # Cheap pre-check first: a full re-encode only when a surrogate escape is present.
     if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(data):
         raise BadMessage("bad_encoding", "payload has an unpaired UTF-16 surrogate escape")

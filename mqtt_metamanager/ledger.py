@@ -9,7 +9,6 @@ file and the same transactions as the objects (``Store`` is a ``Ledger``).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
@@ -19,7 +18,7 @@ from typing import Any
 
 import peewee as pw
 
-from . import schema
+from . import jsoncodec, schema
 from .routing import Outgoing
 
 
@@ -62,10 +61,10 @@ class Ledger:
         row = self.db.execute_sql(schema.GET_APPLIED, (msg_id,)).fetchone()
         if row is None:
             return None
-        return [_publish_from_json(d) for d in json.loads(row[0])]
+        return [_publish_from_json(d) for d in jsoncodec.loads(row[0])]
 
     def mark_applied(self, msg_id: str, replies: Iterable[Outgoing]) -> None:
-        replies_json = json.dumps([_publish_to_json(p) for p in replies])
+        replies_json = jsoncodec.dumps([_publish_to_json(p) for p in replies]).decode()
         self.db.execute_sql(schema.PUT_APPLIED, (msg_id, replies_json, time.time()))
 
     def prune_applied(self, keep: int) -> int:

@@ -7,11 +7,11 @@ transaction and writes the publishes to the outbox in that same transaction.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from typing import Any
 
+from . import jsoncodec
 from .envelope import BadMessage, JSONText, Message, Resource, now_ms
 from .identity import Refused
 from .intake import deadletter_payload
@@ -83,7 +83,7 @@ def _numeric_rv(value: Any) -> int | None:
 
 def _json_equal(a: Any, b: Any) -> bool:
     """Equal as JSON: unlike Python's ==, true is not 1 and 1.0 is not 1."""
-    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    return jsoncodec.dumps(a, sort_keys=True) == jsoncodec.dumps(b, sort_keys=True)
 
 
 def _is_stale(new: Any, stored: Any) -> bool:

@@ -15,7 +15,6 @@ One writer (the service loop); the CLI opens the file read-only.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -24,7 +23,7 @@ from typing import Any
 
 import peewee as pw
 
-from . import schema
+from . import jsoncodec, schema
 from .envelope import Resource
 from .ledger import Ledger
 
@@ -191,7 +190,7 @@ class Store(Ledger):
             row.type,
             row.namespace,
             row.name,
-            json.loads(row.value),
+            jsoncodec.loads(row.value),
             row.resource_version,
             row.updated_at,
         )
@@ -202,7 +201,7 @@ class Store(Ledger):
             return None
         key, type_, namespace, name, value, resource_version, updated_at = row
         return StoredObject(
-            key, type_, namespace, name, json.loads(value), resource_version, updated_at
+            key, type_, namespace, name, jsoncodec.loads(value), resource_version, updated_at
         )
 
     def put(self, resource: Resource, value: Any, *, version: int | None = None) -> bool:
@@ -220,7 +219,7 @@ class Store(Ledger):
             if stored is not None and stored > version:
                 return False
             version = None
-        text = json.dumps(value, separators=(",", ":"))
+        text = jsoncodec.dumps(value).decode()
         now = time.time()
         self._revision += 1
         name = resource.name or ""
@@ -335,7 +334,7 @@ class Store(Ledger):
                         resource.type,
                         resource.namespace,
                         resource.name or "",
-                        json.dumps(value, separators=(",", ":")),
+                        jsoncodec.dumps(value).decode(),
                         _resource_version(value),
                         now,
                         self._revision,

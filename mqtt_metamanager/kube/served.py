@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from .. import jsoncodec
 from .reader import Change, Row, Version
 from .resources import Kind
 
@@ -23,7 +24,7 @@ ENTRY_OVERHEAD = 200
 def dress(row: Row | Change, kind: Kind) -> dict[str, Any]:
     """The stored object as the API serves it: kind, apiVersion, and the store revision of
     its last change as ``metadata.resourceVersion``."""
-    value = orjson.loads(row.value)
+    value = jsoncodec.loads(row.value)  # exact beyond 64 bits, as orjson alone is not
     obj: dict[str, Any] = value if isinstance(value, dict) else {"value": value}
     meta = obj.get("metadata")
     if not isinstance(meta, dict):
@@ -43,7 +44,7 @@ def kept(text: bytes) -> bytes:
 
 
 def served_json(row: Row | Change, kind: Kind) -> bytes:
-    return kept(orjson.dumps(dress(row, kind)))
+    return kept(jsoncodec.dumps(dress(row, kind)))
 
 
 def event_line(event: str, obj: Any) -> bytes:

@@ -104,6 +104,16 @@ def test_every_change_bumps_the_revision_and_objects_carry_theirs(edge: Edge, ap
     assert answer(api, "/api/v1/namespaces/default/pods/b").status == 404
 
 
+def test_numbers_beyond_64_bits_are_served_exactly(edge: Edge, api: KubeAPI) -> None:
+    # orjson alone reads them as floats: 10**30 + 1 came out as 1e30.
+    big = pod("a")
+    big["spec"]["priority"] = 10**30 + 1
+    edge.put("default/pod/a", big)
+    assert body(api, "/api/v1/namespaces/default/pods/a")["spec"]["priority"] == 10**30 + 1
+    [item] = body(api, "/api/v1/namespaces/default/pods")["items"]
+    assert item["spec"]["priority"] == 10**30 + 1
+
+
 def test_a_rolled_back_transaction_takes_its_revisions_back(edge: Edge) -> None:
     edge.put("default/pod/a", pod("a"))
     with pytest.raises(RuntimeError), edge.store.atomic():

@@ -1,0 +1,62 @@
+"""JSON on the hot path: orjson wherever it gives the value the standard library gives,
+the standard library where it does not.
+
+Per 1 KB insert, the standard library's decode (with the checks ``envelope.parse_json``
+hooks into it) and its three encodes (the stored value, the reply, the forward) were
+~12 % of the service's CPU; orjson does each in a tenth of the time (docs/performance.md).
+Two differences are kept out of the way:
+
+- orjson reads an integer beyond 64 bits as a float, silently; a document with a run of
+  19 or more digits anywhere is read by the standard library instead (a long digit run in a
+  string only costs it the fast path).
+- orjson refuses to write an integer beyond 64 bits; such a value (it came in through the
+  standard library) is written by the standard library too.
+
+Both write UTF-8 as it is (no ``\\u`` escapes) and no spaces, so a value's text does not
+depend on which of them wrote it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import orjson
+
+# A number orjson might not hold exactly: more digits than 2**63 - 1 has less one.
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+_SEPARATORS = (",", ":")
+
+
+class NotFast(Exception):
+    """orjson cannot read this document as the standard library would: read it that way."""
+
+
+def loads_fast(data: bytes) -> Any:
+    """``data`` read by orjson, or ``NotFast`` (also for anything orjson refuses: the
+    standard library then reads it, and says what is wrong with it, as before)."""
+    if _LONG_DIGITS.search(data) is not None:
+        raise NotFast
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise NotFast from None
+
+
+def loads(data: bytes | str) -> Any:
+    """Stored JSON text (trusted: written by ``dumps``) as Python values."""
+    raw = data.encode() if isinstance(data, str) else data
+    try:
+        return loads_fast(raw)
+    except NotFast:
+        return json.loads(raw)
+
+
+def dumps(value: Any, *, sort_keys: bool = False) -> bytes:
+    """``value`` as compact JSON text in UTF-8."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS if sort_keys else None)
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits
+        text = json.dumps(value, separators=_SEPARATORS, ensure_ascii=False, sort_keys=sort_keys)
+        return text.encode()
