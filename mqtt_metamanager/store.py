@@ -15,6 +15,7 @@ One writer (the service loop); the CLI opens the file read-only.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -150,7 +151,9 @@ class Store(Ledger):
         try:
             with self.db.atomic():
                 yield
-        except (pw.OperationalError, pw.DatabaseError) as exc:
+        # sqlite3's own errors too: statements run on a plain cursor (executemany) are
+        # not wrapped into peewee's.
+        except (pw.OperationalError, pw.DatabaseError, sqlite3.Error) as exc:
             self._revision = start
             self._staged_counts = staged
             # On SQLITE_FULL/IOERR SQLite rolls back by itself; peewee's own rollback then
