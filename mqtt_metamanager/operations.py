@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
 
-from . import jsoncodec
 from .envelope import BadMessage, JSONText, Message, Resource, now_ms
 from .identity import Refused
 from .intake import deadletter_payload
@@ -34,6 +32,7 @@ from .podsync import POD, PODSTATUS, podstatus_sync
 from .remote_query import RemoteQueries, RemoteQueryPolicy
 from .routing import Outgoing, Topics
 from .store import Store
+from .versions import is_stale, json_equal, numeric_rv
 
 __all__ = ["Inbound", "OperationError", "Operations", "RemoteQueryPolicy", "Result", "Timer"]
 
@@ -59,36 +58,6 @@ CONNECT_OPS = frozenset({"connect", "publish"})
 CLOUD_CONNECTED = "cloud_connected"
 CLOUD_DISCONNECTED = "cloud_disconnected"
 OK = "OK"
-
-
-# Kubernetes resource versions are uint64; past this a "number" is not one (and int() of a
-# string over 4300 digits raises).
-MAX_RV_DIGITS = 20
-
-
-def _rv_number(rv: Any) -> int | None:
-    if isinstance(rv, int) and not isinstance(rv, bool):
-        return rv
-    # isascii: "²".isdigit() is True but int("²") fails.
-    if isinstance(rv, str) and len(rv) <= MAX_RV_DIGITS and rv.isascii() and rv.isdigit():
-        return int(rv)
-    return None
-
-
-def _numeric_rv(value: Any) -> int | None:
-    if isinstance(value, dict) and isinstance(value.get("metadata"), dict):
-        return _rv_number(value["metadata"].get("resourceVersion"))
-    return None
-
-
-def _json_equal(a: Any, b: Any) -> bool:
-    """Equal as JSON: unlike Python's ==, true is not 1 and 1.0 is not 1."""
-    return jsoncodec.dumps(a, sort_keys=True) == jsoncodec.dumps(b, sort_keys=True)
-
-
-def _is_stale(new: Any, stored: Any) -> bool:
-    new_rv, old_rv = _numeric_rv(new), _numeric_rv(stored)
-    return new_rv is not None and old_rv is not None and new_rv < old_rv
 
 
 def _object_resource(message: Message) -> Resource:
@@ -256,7 +225,7 @@ class Operations:
         resource = _object_resource(msg)
         # Stale like an update's (SPEC §5): not over an object with a greater version. The
         # store checks it in the statement that writes, without reading the object first.
-        if not self.store.put(resource, msg.content, version=_numeric_rv(msg.content)):
+        if not self.store.put(resource, msg.content, version=numeric_rv(msg.content)):
             return self._ok(inbound, Kind.STALE)
         return self._ok(inbound, Kind.STORED, self._forward_to_other_side(inbound))
 
@@ -264,9 +233,9 @@ class Operations:
         msg = inbound.message
         resource = _object_resource(msg)
         stored = self.store.get(resource.key)
-        if stored is not None and _json_equal(stored.value, msg.content):
+        if stored is not None and json_equal(stored.value, msg.content):
             return self._ok(inbound, Kind.NO_DELTA)
-        if stored is not None and _is_stale(msg.content, stored.value):
+        if stored is not None and is_stale(msg.content, stored.value):
             return self._ok(inbound, Kind.STALE)
         self.store.put(resource, msg.content)
         offline = not self._current_link().connected

@@ -27,6 +27,7 @@ import peewee as pw
 from . import jsoncodec, schema
 from .envelope import Resource
 from .ledger import Ledger
+from .versions import resource_version_of, stored_version
 
 # Bound parameters are SQLite integers; a CAST of a longer number gives its largest one.
 _SQL_INT_MAX = 2**63 - 2
@@ -48,23 +49,6 @@ class StoredObject:
     value: Any
     resource_version: str
     updated_at: float
-
-
-def _resource_version(value: Any) -> str:
-    if isinstance(value, dict):
-        meta = value.get("metadata")
-        if isinstance(meta, dict):
-            rv = meta.get("resourceVersion")
-            if isinstance(rv, str | int) and not isinstance(rv, bool):
-                return str(rv)
-    return ""
-
-
-def _stored_version(text: str | None) -> int | None:
-    """A stored resourceVersion as the number the staleness check compares, if it is one."""
-    if text is not None and len(text) <= 20 and text.isascii() and text.isdigit():
-        return int(text)
-    return None
 
 
 class Store(Ledger):
@@ -218,7 +202,7 @@ class Store(Ledger):
             False when the stored object was kept (``value`` is stale), else True.
         """
         if version is not None and not -_SQL_INT_MAX <= version <= _SQL_INT_MAX:
-            stored = _stored_version(self.resource_version(resource.key))  # rare: too big
+            stored = stored_version(self.resource_version(resource.key))  # rare: too big
             if stored is not None and stored > version:
                 return False
             version = None
@@ -226,7 +210,7 @@ class Store(Ledger):
         now = time.time()
         self._revision += 1
         name = resource.name or ""
-        row = (resource.type, resource.namespace, name, text, _resource_version(value), now)
+        row = (resource.type, resource.namespace, name, text, resource_version_of(value), now)
         if version is None:
             cursor = self.db.execute_sql(schema.UPDATE_OBJECT, (*row, self._revision, resource.key))
         else:
@@ -338,7 +322,7 @@ class Store(Ledger):
                         resource.namespace,
                         resource.name or "",
                         jsoncodec.dumps(value).decode(),
-                        _resource_version(value),
+                        resource_version_of(value),
                         now,
                         self._revision,
                         resource.key,
