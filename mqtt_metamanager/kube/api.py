@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import queue
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -239,20 +238,14 @@ class KubeAPI:
                 if now >= deadline:
                     return
                 wait = min(deadline, next_bookmark if bookmarks else deadline) - now
-                try:
-                    batch = [sub.changes.get(timeout=max(0.0, wait))]
-                except queue.Empty:  # a quiet moment
+                # Under a burst, whatever else is queued goes out in the same write: one
+                # syscall (and one turn of the GIL) for many events, not one each.
+                batch = sub.take(WRITE_BATCH, max(0.0, wait))
+                if not batch:  # a quiet moment
                     if bookmarks and time.monotonic() >= next_bookmark:
                         yield _bookmark(target.kind, max(last, self.feed.position))
                         next_bookmark = time.monotonic() + BOOKMARK_EVERY
                     continue
-                # Under a burst, whatever else is queued goes out in the same write: one
-                # syscall (and one turn of the GIL) for many events, not one each.
-                while len(batch) < WRITE_BATCH:
-                    try:
-                        batch.append(sub.changes.get_nowait())
-                    except queue.Empty:
-                        break
                 lines = []
                 for delivery in batch:
                     last = delivery.change.revision
