@@ -259,7 +259,7 @@ def parse_json(payload: bytes) -> Any:
     try:
         data = jsoncodec.loads_fast(payload)
     except jsoncodec.NotFast:
-        data = _parse_slow(payload)
+        return _parse_slow(payload)
     if not _depth_ok(data, MAX_JSON_DEPTH):
         raise BadMessage("too_deep", f"JSON nested deeper than {MAX_JSON_DEPTH}")
     return data
@@ -276,6 +276,9 @@ def _parse_slow(payload: bytes) -> Any:
         raise BadMessage("too_deep", f"JSON nested deeper than {MAX_JSON_DEPTH}") from None
     except ValueError as exc:
         raise BadMessage("bad_json", f"payload is not JSON: {exc}") from None
+    # Depth first: a document both too deep and with a lone surrogate is too deep, as before.
+    if not _depth_ok(data, MAX_JSON_DEPTH):
+        raise BadMessage("too_deep", f"JSON nested deeper than {MAX_JSON_DEPTH}")
     # Cheap pre-check first: a full re-encode only when a surrogate escape is present.
     if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(data):
         raise BadMessage("bad_encoding", "payload has an unpaired UTF-16 surrogate escape")

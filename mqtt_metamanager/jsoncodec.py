@@ -12,8 +12,10 @@ Two differences are kept out of the way:
 - orjson refuses to write an integer beyond 64 bits; such a value (it came in through the
   standard library) is written by the standard library too.
 
-Both write UTF-8 as it is (no ``\\u`` escapes) and no spaces, so a value's text does not
-depend on which of them wrote it.
+Both write UTF-8 as it is (no ``\\u`` escapes) and no spaces. Floats may be written
+differently (orjson ``1e-05`` as ``0.00001``), which reads back as the same value: nothing
+compares stored text, and ``versions.json_equal`` compares two texts of one writer (a value
+with a long integer goes to the standard library, one without to orjson).
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
+from .. import jsoncodec
 from .feed import ChangeFeed
 from .reader import Change, Row, Snapshot, StoreReader
 from .resources import BY_PLURAL, KINDS, Kind
@@ -183,7 +184,7 @@ class KubeAPI:
                     return items, after
                 if text is None:
                     text = self._made(snap, key, target.kind)
-                if text is not None and (everything or selector.matches(orjson.loads(text))):
+                if text is not None and (everything or selector.matches(jsoncodec.loads(text))):
                     items.append(orjson.Fragment(text))
                 after = key
             if not limit or len(versions) < fetch:

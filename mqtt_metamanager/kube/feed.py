@@ -24,7 +24,9 @@ from .served import event_line, served_json
 log = logging.getLogger(__name__)
 
 WATCHER_QUEUE = 256  # changes a watcher may be behind before it is dropped
-READ_CHUNK = 1000  # changes read per query
+# Changes read per query, and offered before the watchers are woken: half a queue, so a
+# feed catching up cannot fill a fast watcher's queue in one go (1000 did: it dropped them).
+READ_CHUNK = WATCHER_QUEUE // 2
 
 
 class Delivery:

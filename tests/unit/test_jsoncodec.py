@@ -96,6 +96,8 @@ def test_text_is_utf8_and_compact_whichever_encoder_writes_it() -> None:
         (b"\xef\xbb\xbf{}", "bad_json"),
         (b"[1,]", "bad_json"),
         (b'{"a":1} x', "bad_json"),
+        # orjson refuses the surrogate; the depth is what was reported before it.
+        (b"[" * 65 + b'"\\ud800"' + b"]" * 65, "too_deep"),
     ],
 )
 def test_what_the_service_refused_it_still_refuses(payload: bytes, reason: str) -> None:

@@ -112,6 +112,11 @@ def test_numbers_beyond_64_bits_are_served_exactly(edge: Edge, api: KubeAPI) -> 
     assert body(api, "/api/v1/namespaces/default/pods/a")["spec"]["priority"] == 10**30 + 1
     [item] = body(api, "/api/v1/namespaces/default/pods")["items"]
     assert item["spec"]["priority"] == 10**30 + 1
+    # A selector on such a number matches in a list as in a watch.
+    big["metadata"]["labels"] = {"tier": 10**20 + 1}
+    edge.put("default/pod/a", big)
+    listed = body(api, "/api/v1/pods", f"labelSelector=tier%3D{10**20 + 1}")["items"]
+    assert [i["metadata"]["name"] for i in listed] == ["a"]
 
 
 def test_a_rolled_back_transaction_takes_its_revisions_back(edge: Edge) -> None:
