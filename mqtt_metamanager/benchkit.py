@@ -45,13 +45,29 @@ def percentile(samples: list[float], pct: float) -> float:
 
 def peak_rss_mb(pid: int) -> float:
     """The process's high-water resident set (VmHWM) in MiB, 0.0 when unreadable."""
+    return _status_mb(pid, "VmHWM:")
+
+
+def rss_mb(pid: int) -> float:
+    """The process's resident set (VmRSS) in MiB, 0.0 when unreadable."""
+    return _status_mb(pid, "VmRSS:")
+
+
+def _status_mb(pid: int, field: str) -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
     return 0.0
+
+
+def file_mb(path: Path) -> float:
+    try:
+        return path.stat().st_size / 1024 / 1024
+    except OSError:
+        return 0.0
 
 
 def cpu_seconds(pid: int) -> float:

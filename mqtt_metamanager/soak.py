@@ -26,7 +26,16 @@ from typing import Any
 import yaml
 
 from . import config as config_mod
-from .benchkit import cpu_seconds, free_port, own_broker, peak_rss_mb, percentile, stop_process
+from .benchkit import (
+    cpu_seconds,
+    file_mb,
+    free_port,
+    own_broker,
+    peak_rss_mb,
+    percentile,
+    rss_mb,
+    stop_process,
+)
 from .benchnet import BenchError, Login
 from .envelope import Resource
 from .routing import Topics
@@ -76,24 +85,6 @@ class SoakOptions:
             raise ValueError(f"--interval must be 1 to 3600 seconds, got {self.interval}")
         if (self.host is None) != (self.port is None):
             raise ValueError("--host and --port go together")
-
-
-def rss_mb(pid: int) -> float:
-    """The process's resident set (VmRSS) in MiB, 0.0 when unreadable."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
-def file_mb(path: Path) -> float:
-    try:
-        return path.stat().st_size / 1024 / 1024
-    except OSError:
-        return 0.0
 
 
 def integrity(db: Path) -> str:
