@@ -7,8 +7,9 @@ from typing import Any
 
 
 def render(report: dict[str, Any]) -> str:
-    cols = ("inserts_per_s", "query_p50_ms", "query_p99_ms", "peak_rss_mb", "start_to_online_s")
-    head = ("inserts/s", "q p50 ms", "q p99 ms", "peak RSS MB", "online s")
+    cols = ("inserts_per_s", "cpu_us_per_insert", "query_p50_ms", "query_p99_ms", "peak_rss_mb",
+            "start_to_online_s")  # fmt: skip
+    head = ("inserts/s", "CPU µs/ins", "q p50 ms", "q p99 ms", "peak RSS MB", "online s")
     fmt = "{:<10}{:<9}" + "{:>13}" * len(cols)
     o = report["options"]
     lines = [
