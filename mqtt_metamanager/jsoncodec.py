@@ -56,9 +56,14 @@ def loads(data: bytes | str) -> Any:
 
 
 def dumps(value: Any, *, sort_keys: bool = False) -> bytes:
-    """``value`` as compact JSON text in UTF-8."""
+    """``value`` as compact JSON text in UTF-8, in memory of its own size."""
     try:
-        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS if sort_keys else None)
+        written = orjson.dumps(value, option=orjson.OPT_SORT_KEYS if sort_keys else None)
+        # orjson's result keeps the buffer it wrote into: ~8 KiB behind each payload, small
+        # or of 1 KiB (tracemalloc, orjson 3.x). Payloads wait for their PUBACK and served
+        # JSON is cached, so the copy (0.2 µs) is kept, not the buffer: the plain bench's
+        # peak RSS went 39.8 -> 42.8 MB without it.
+        return memoryview(written).tobytes()
     except orjson.JSONEncodeError:  # an integer beyond 64 bits
         text = json.dumps(value, separators=_SEPARATORS, ensure_ascii=False, sort_keys=sort_keys)
         return text.encode()
