@@ -44,6 +44,7 @@ LISTS, GETS, WATCHED_INSERTS = 100, 1000, 200
 IDLE_WATCHERS, BUSY_WATCHERS = 100, 10
 BURST = 5000
 ROUNDS = 2  # alone/watched burst pairs
+READ_BLOCK = 1 << 16  # bytes a busy watcher reads per call
 TARGETS = [
     ("list of 1,000 pods p99 (ms)", "list_p99_ms", 50.0),
     ("get p99 (ms)", "get_p99_ms", 2.0),
@@ -88,7 +89,12 @@ class Watcher(Stream):
 
 
 class Counter(Stream):
-    """Only counts its events, as a busy client that is not timed."""
+    """Only counts its events, as a busy client that is not timed. It reads what arrives
+    in blocks and counts the newlines (one per event: JSON text holds none of its own).
+    Iterating the response line by line costs 3.4-5.4 µs of CPU per event in http.client's
+    chunked reader, against 1.2 µs reading blocks (measured with 1.1 KB events): ten such
+    readers spent ~40 µs per insert on the two cores the service is measured on, an eighth
+    of what the service spends on the insert itself."""
 
     def __init__(self, port: int, path: str) -> None:
         self.events = 0
@@ -96,8 +102,8 @@ class Counter(Stream):
 
     def _read(self) -> None:
         try:
-            for _ in self.response:
-                self.events += 1
+            while block := self.response.read1(READ_BLOCK):
+                self.events += block.count(b"\n")
         except (OSError, http.client.HTTPException):
             return
 

@@ -28,6 +28,7 @@ from .served import API_VERSION, ServedCache, dress, event_line, served_json
 MAX_TIMEOUT = 3600  # seconds a watch may last before the client starts a new one
 BOOKMARK_EVERY = 10.0  # seconds between bookmarks, when asked for
 WRITE_BATCH = 64  # queued events sent in one write
+COALESCE = 0.01  # seconds a watcher waits for more of a burst before writing
 # Rows read at a time while a selector leaves fewer items than a page asks for.
 MIN_FETCH = 100
 
@@ -247,6 +248,11 @@ class KubeAPI:
                         yield _bookmark(target.kind, max(last, self.feed.position))
                         next_bookmark = time.monotonic() + BOOKMARK_EVERY
                     continue
+                if 1 < len(batch) < WRITE_BATCH:
+                    # A burst is on (more than one change came at once): more follow within
+                    # milliseconds, and go out in the same write.
+                    time.sleep(COALESCE)
+                    batch += sub.take(WRITE_BATCH - len(batch), 0)
                 lines = []
                 for delivery in batch:
                     last = delivery.change.revision
