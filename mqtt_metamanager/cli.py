@@ -16,7 +16,8 @@ from . import cli_auth, cli_bench, cli_bridge
 from . import config as config_mod
 from .cli_login import add_login_args, broker_config
 from .config import Config, ConfigError
-from .envelope import BadMessage, Message, message_from_dict, new_msg_id, now_ms, parse_json
+from .envelope import BadMessage, Message, message_from_dict, new_msg_id, now_ms
+from .jsoninput import parse_json
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 DEFAULT_CONFIG = "conf/edge.yaml"

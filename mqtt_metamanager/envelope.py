@@ -5,9 +5,6 @@ Everything here validates when it is built, so code downstream never re-checks a
 
 from __future__ import annotations
 
-import json
-import math
-import re
 import time
 import uuid
 from collections.abc import Iterable
@@ -15,20 +12,12 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from . import jsoncodec
+from .jsoninput import BadMessage as BadMessage  # the error of every message check
+from .jsoninput import parse_json
 
 MAX_RESOURCE_LENGTH = 1024
-MAX_JSON_DEPTH = 64
 RESOURCE_PARTS_LIST = 2
 RESOURCE_PARTS_OBJECT = 3
-
-
-class BadMessage(ValueError):
-    """Input that cannot be taken as a message. ``reason`` is a machine word."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
 
 
 def now_ms() -> int:
@@ -210,79 +199,6 @@ _HEADER_TYPES: dict[str, type | tuple[type, ...]] = {
     "type": str,
 }
 _ROUTE_FIELDS = ("source", "destination", "group", "operation", "resource")
-
-
-def _depth_ok(value: Any, limit: int) -> bool:
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > limit:
-            return False
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
-    return True
-
-
-# A ``\uD800``-``\uDFFF`` escape: JSON lets it through, SQLite and MQTT cannot take it alone.
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-
-
-def _not_json_number(literal: str) -> float:
-    raise ValueError(f"{literal} is not a JSON number")
-
-
-def _finite_float(literal: str) -> float:
-    value = float(literal)
-    if not math.isfinite(value):
-        raise ValueError(f"number {literal[:20]} is out of range")
-    return value
-
-
-def _has_lone_surrogate(data: Any) -> bool:
-    try:
-        json.dumps(data, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
-def parse_json(payload: bytes) -> Any:
-    """Decode a JSON payload, refusing invalid UTF-8, bad JSON and deep nesting.
-
-    Not JSON either, though Python's decoder takes them: ``NaN``/``Infinity``, numbers
-    that overflow a double, and unpaired surrogate escapes (they cannot be stored or sent).
-    orjson refuses all of those itself; what it refuses, or might read inexactly, goes the
-    standard library's way below (``jsoncodec``).
-    """
-    try:
-        data = jsoncodec.loads_fast(payload)
-    except jsoncodec.NotFast:
-        return _parse_slow(payload)
-    if not _depth_ok(data, MAX_JSON_DEPTH):
-        raise BadMessage("too_deep", f"JSON nested deeper than {MAX_JSON_DEPTH}")
-    return data
-
-
-def _parse_slow(payload: bytes) -> Any:
-    try:
-        text = payload.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BadMessage("bad_encoding", f"payload is not UTF-8: {exc.reason}") from None
-    try:
-        data = json.loads(text, parse_constant=_not_json_number, parse_float=_finite_float)
-    except RecursionError:
-        raise BadMessage("too_deep", f"JSON nested deeper than {MAX_JSON_DEPTH}") from None
-    except ValueError as exc:
-        raise BadMessage("bad_json", f"payload is not JSON: {exc}") from None
-    # Depth first: a document both too deep and with a lone surrogate is too deep, as before.
-    if not _depth_ok(data, MAX_JSON_DEPTH):
-        raise BadMessage("too_deep", f"JSON nested deeper than {MAX_JSON_DEPTH}")
-    # Cheap pre-check first: a full re-encode only when a surrogate escape is present.
-    if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(data):
-        raise BadMessage("bad_encoding", "payload has an unpaired UTF-16 surrogate escape")
-    return data
 
 
 def route_source_of(data: Any) -> str:

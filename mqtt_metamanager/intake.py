@@ -15,9 +15,9 @@ from .envelope import (
     Route,
     message_from_dict,
     now_ms,
-    parse_json,
     route_source_of,
 )
+from .jsoninput import parse_json
 
 BAD_REQUEST = 400  # the code of every error this module finds
 DEADLETTER_PAYLOAD_MAX = 4096

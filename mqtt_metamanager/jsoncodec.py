@@ -1,7 +1,7 @@
 """JSON on the hot path: orjson wherever it gives the value the standard library gives,
 the standard library where it does not.
 
-Per 1 KB insert, the standard library's decode (with the checks ``envelope.parse_json``
+Per 1 KB insert, the standard library's decode (with the checks ``jsoninput.parse_json``
 hooks into it) and its three encodes (the stored value, the reply, the forward) were
 ~12 % of the service's CPU; orjson does each in a tenth of the time (docs/performance.md).
 Two differences are kept out of the way:

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from mqtt_metamanager.envelope import MAX_JSON_DEPTH, MAX_RESOURCE_LENGTH
+from mqtt_metamanager.envelope import MAX_RESOURCE_LENGTH
+from mqtt_metamanager.jsoninput import MAX_JSON_DEPTH
 from tests.support import (
     CLOUD,
     DEADLETTER,

@@ -5,13 +5,13 @@ import json
 import pytest
 
 from mqtt_metamanager.envelope import (
-    MAX_JSON_DEPTH,
     MAX_RESOURCE_LENGTH,
     BadMessage,
     Message,
     Resource,
     decode,
 )
+from mqtt_metamanager.jsoninput import MAX_JSON_DEPTH
 
 
 def raw(**over: object) -> bytes:

@@ -25,8 +25,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mqtt_metamanager import intake
-from mqtt_metamanager.envelope import MAX_JSON_DEPTH, MAX_RESOURCE_LENGTH, parse_json
+from mqtt_metamanager.envelope import MAX_RESOURCE_LENGTH
 from mqtt_metamanager.identity import AccessPolicy, Refused
+from mqtt_metamanager.jsoninput import MAX_JSON_DEPTH, parse_json
 from mqtt_metamanager.metrics import ServiceMetrics
 from mqtt_metamanager.operations import Operations, RemoteQueryPolicy, Result
 from mqtt_metamanager.outbox import Outbox
@@ -424,7 +425,7 @@ def test_nesting_at_the_limit_is_stored(harness: Harness) -> None:
     "payload",
     [
         # Found by the properties above: each crashed the loop (and so the service, forever,
-        # since the input comes again after a restart) before envelope.parse_json refused it.
+        # since the input comes again after a restart) before jsoninput.parse_json refused it.
         rb'{"header":{"msg_id":"\ud800"},"route":{"source":"cloud","operation":"insert",'
         rb'"resource":"a/b/c"},"content":1}',
         rb'{"header":{"msg_id":"s1"},"route":{"source":"cloud","operation":"insert",'

@@ -1,4 +1,4 @@
-"""jsoncodec and envelope.parse_json against the standard library: the fast path must give
+"""jsoncodec and jsoninput.parse_json against the standard library: the fast path must give
 the very values ``json`` gives, and refuse what the service refused before it."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mqtt_metamanager import jsoncodec
-from mqtt_metamanager.envelope import BadMessage, parse_json
+from mqtt_metamanager.jsoninput import BadMessage, parse_json
 
 # Integers far beyond 64 bits, floats of every size, text beyond ASCII: what orjson alone
 # would read or write differently.
