@@ -41,6 +41,9 @@ class Outbox:
         self._rows_by_mid: dict[int, int] = {}
         # When each logged row went to the broker, oldest first (for /readyz and metrics).
         self._sent_at: dict[int, float] = {}
+        # Payload bytes with the broker, by mid: a list reply is megabytes (issue 13).
+        self._sizes: dict[int, int] = {}
+        self._unacked_bytes = 0
         self._acked: list[int] = []
         self._deleting = 0  # how many of ``_acked`` the running transaction deletes
 
@@ -103,6 +106,9 @@ class Outbox:
                     self._acked.append(entry.id)  # deleted as if acknowledged
                 continue
             self._rows_by_mid[mid] = entry.id
+            size = len(entry.publish.payload)
+            self._unacked_bytes += size - self._sizes.get(mid, 0)
+            self._sizes[mid] = size
             if entry.id != UNLOGGED:
                 self._sent_at[mid] = time.monotonic()
 
@@ -110,6 +116,7 @@ class Outbox:
         """The broker acknowledged ``mid``; a mid not ours (or an unlogged one) is ignored."""
         row_id = self._rows_by_mid.pop(mid, None)
         self._sent_at.pop(mid, None)
+        self._unacked_bytes -= self._sizes.pop(mid, 0)
         if row_id:
             self._acked.append(row_id)
 
@@ -137,6 +144,11 @@ class Outbox:
     def unacked(self) -> int:
         """Publishes with the broker, not acknowledged yet (logged or not)."""
         return len(self._rows_by_mid)
+
+    @property
+    def unacked_bytes(self) -> int:
+        """The payload bytes of those publishes."""
+        return self._unacked_bytes
 
     @property
     def rows_in_flight(self) -> int:

@@ -40,6 +40,9 @@ DRAIN_TIMEOUT = 5.0
 # Backpressure: while this many publishes await the broker's PUBACK, new inputs wait in
 # memory, unacknowledged. Bounds what a crash sends twice (outbox rows not yet acked).
 MAX_UNACKED_PUBLISHES = 512
+# And while this many payload bytes do: 512 list replies of a 2,000-pod namespace would be
+# 800 MB. After a CPU stall the backlog's list replies piled up here (issue 13).
+MAX_UNACKED_BYTES = 4 * 1024 * 1024
 INPUT_WINDOW_BATCHES = 2
 
 
@@ -225,7 +228,8 @@ class Service:
         return [self._held.popleft() for _ in range(min(batch_max, len(self._held)))]
 
     def _backpressured(self) -> bool:
-        return self.outbox.unacked >= MAX_UNACKED_PUBLISHES
+        outbox = self.outbox
+        return outbox.unacked >= MAX_UNACKED_PUBLISHES or outbox.unacked_bytes >= MAX_UNACKED_BYTES
 
     def _on_connected(self) -> None:
         # Our view of the cloud link replaces whatever an earlier run left retained.
@@ -251,6 +255,7 @@ class Service:
         """The in-memory collections the soak watches (issue 13), each bounded by config."""
         return {
             "outbox_inflight": self.outbox.unacked,
+            "outbox_inflight_bytes": self.outbox.unacked_bytes,
             "answered_query_ids": self.ops.answered_query_ids,
             "store_retries": self.pipeline.retries.failing,
             **self._heap.figures(),

@@ -28,6 +28,7 @@ COLUMNS = (
 GAUGES = (
     "held_inputs",
     "outbox_inflight",
+    "outbox_inflight_bytes",
     "remote_queries",
     "answered_query_ids",
     "timers",

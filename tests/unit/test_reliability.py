@@ -230,6 +230,35 @@ def test_inputs_wait_while_the_broker_is_behind_on_our_publishes(tmp_path: Path)
     service.store.close()
 
 
+def test_inputs_wait_while_megabytes_of_our_publishes_are_with_the_broker(tmp_path: Path) -> None:
+    # A stall's backlog of list replies (1.5 MB each) all went out at once: by count (512)
+    # nothing held them back, and the service's peak RSS rose with them.
+    from mqtt_metamanager.service import MAX_UNACKED_BYTES
+
+    service = Service(_config(tmp_path))
+    acked: list[Received] = []
+    with (
+        mock.patch.object(service.transport, "publish", side_effect=itertools.count(1)),
+        mock.patch.object(service.transport, "ack", side_effect=acked.append),
+    ):
+        big = b"x" * (MAX_UNACKED_BYTES // 2)
+        service.outbox.send([OutboxEntry(mid, Outgoing("t", big)) for mid in (1, 2)])
+        assert service.outbox.unacked_bytes == MAX_UNACKED_BYTES
+        service.events.put(
+            Received("kubeedge/metamanager/in/edgehub", _insert(), 1, 1, None, None, 1)
+        )
+        service.step(0.1)
+        assert acked == []  # taken, held, not applied: two publishes, but megabytes
+        assert service.store.get("a/pod/b") is None
+        service.events.put(Published(1))
+        service.step(0.1)
+    assert [r.mid for r in acked] == [1]
+    assert service.store.get("a/pod/b") is not None
+    # Half left with the broker, and the insert's forward and reply.
+    assert MAX_UNACKED_BYTES // 2 < service.outbox.unacked_bytes < MAX_UNACKED_BYTES
+    service.store.close()
+
+
 def test_an_outbox_row_paho_refuses_is_dropped_not_fatal(tmp_path: Path) -> None:
     # Defence in depth behind intake's checks: a row paho refuses (a wildcard topic) raised
     # out of the loop after its commit, and from the outbox again on every start.
