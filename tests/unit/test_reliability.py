@@ -10,6 +10,8 @@ import itertools
 import json
 import queue
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -198,23 +200,32 @@ def _insert() -> bytes:
     ).encode()
 
 
+@contextmanager
+def _publishing(service: Service) -> Iterator[list[Received]]:
+    """No broker: the service's publishes get mids 1, 2, ... and its acks are recorded."""
+    acked: list[Received] = []
+    with (
+        mock.patch.object(service.transport, "publish", side_effect=itertools.count(1)),
+        mock.patch.object(service.transport, "ack", side_effect=acked.append),
+    ):
+        yield acked
+
+
+def _insert_input(mid: int) -> Received:
+    return Received("kubeedge/metamanager/in/edgehub", _insert(), mid, 1, None, None, 1)
+
+
 def test_inputs_wait_while_the_broker_is_behind_on_our_publishes(tmp_path: Path) -> None:
     # Without backpressure the loop committed inputs far faster than paho could publish;
     # a kill -9 then re-sent thousands of outbox rows (duplicates) instead of a few hundred.
     from mqtt_metamanager.service import MAX_UNACKED_PUBLISHES
 
     service = Service(_config(tmp_path))
-    acked: list[Received] = []
-    with (
-        mock.patch.object(service.transport, "publish", side_effect=itertools.count(1)),
-        mock.patch.object(service.transport, "ack", side_effect=acked.append),
-    ):
+    with _publishing(service) as acked:
         rows = [OutboxEntry(mid, Outgoing("t", b"{}")) for mid in range(1, 513)]
         service.outbox.send(rows[:MAX_UNACKED_PUBLISHES])  # mids 1..512, with the broker
         for mid in range(3):
-            service.events.put(
-                Received("kubeedge/metamanager/in/edgehub", _insert(), mid, 1, None, None, 1)
-            )
+            service.events.put(_insert_input(mid))
         service.step(0.1)
         assert acked == []  # taken, held, not applied
         assert service.store.get("a/pod/b") is None
@@ -236,17 +247,11 @@ def test_inputs_wait_while_megabytes_of_our_publishes_are_with_the_broker(tmp_pa
     from mqtt_metamanager.service import MAX_UNACKED_BYTES
 
     service = Service(_config(tmp_path))
-    acked: list[Received] = []
-    with (
-        mock.patch.object(service.transport, "publish", side_effect=itertools.count(1)),
-        mock.patch.object(service.transport, "ack", side_effect=acked.append),
-    ):
+    with _publishing(service) as acked:
         big = b"x" * (MAX_UNACKED_BYTES // 2)
         service.outbox.send([OutboxEntry(mid, Outgoing("t", big)) for mid in (1, 2)])
         assert service.outbox.unacked_bytes == MAX_UNACKED_BYTES
-        service.events.put(
-            Received("kubeedge/metamanager/in/edgehub", _insert(), 1, 1, None, None, 1)
-        )
+        service.events.put(_insert_input(1))
         service.step(0.1)
         assert acked == []  # taken, held, not applied: two publishes, but megabytes
         assert service.store.get("a/pod/b") is None
