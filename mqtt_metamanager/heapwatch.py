@@ -1,15 +1,19 @@
 """Opt-in heap figures for the metrics snapshot, only when Python traces allocations.
 
-Nothing happens unless the service was started with ``PYTHONTRACEMALLOC=1`` (or ``-X
-tracemalloc``), which ``bench --soak --tracemalloc`` does: tracing costs CPU and memory of
-its own. Then each metrics snapshot carries the traced heap and the source lines whose
-allocations grew most since the first snapshot, to find what keeps memory (docs/performance.md).
+Nothing happens unless the service was started with ``PYTHONTRACEMALLOC=1``, which
+``bench --soak --tracemalloc`` does: tracing costs CPU and memory of its own, and so does
+the ``tracemalloc`` module (~0.5 MB of RSS), so it is not even imported without it. Then
+each metrics snapshot carries the traced heap and the source lines whose allocations grew
+most since the first snapshot, to find what keeps memory (docs/performance.md).
 """
 
 from __future__ import annotations
 
-import tracemalloc
-from typing import Any
+import os
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import tracemalloc
 
 TOP = 8
 
@@ -20,6 +24,10 @@ class HeapWatch:
 
     def figures(self) -> dict[str, Any]:
         """``heap_bytes``, ``heap_peak_bytes`` and ``heap_growth`` (lines), or nothing."""
+        if not os.environ.get("PYTHONTRACEMALLOC"):
+            return {}
+        import tracemalloc  # here, not at the top: see the module's docstring
+
         if not tracemalloc.is_tracing():
             return {}
         current, peak = tracemalloc.get_traced_memory()
