@@ -5,15 +5,17 @@ external-loop API (``socket``, ``loop_read``, ``loop_write``, ``loop_misc``, ``w
 The link knows its broker, its session and its last will, and how to keep itself up:
 keepalive, reconnecting with backoff, and a clean close. What its messages mean is the
 transport's business (``transport.py``); which socket to wait on is the loop's
-(``netloop.py``). Everything below "network thread" runs on the loop's thread only, so
-paho's socket is opened, read, written and closed by one thread.
+(``netloop.py``). Everything below "network thread" runs on the loop's thread. paho's
+socket is read, written and tended by one thread at a time, under the link's lock: the
+network thread, or the service loop writing what its batch queued (``writes_batched``).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -89,6 +91,11 @@ class Link:
         # per write pass, instead of writing from the caller's thread.
         client.on_socket_register_write = self._write_wanted
         self.client = client
+        # Held by whichever thread reads, writes or tends paho's socket: paho's packet
+        # reading and writing are not safe from two threads at once.
+        self._io = threading.Lock()
+        # The thread queuing packets that it will write itself (``writes_batched``).
+        self._batching = 0
         self.closed = threading.Event()  # set once a close() has finished
         self._active = False  # connected once by start(): the loop drives it from then on
         self._closing = False  # close() asked: disconnect after what is queued, no reconnect
@@ -157,6 +164,33 @@ class Link:
         self.wake()
         return self.closed.wait(timeout)
 
+    @contextmanager
+    def writes_batched(self) -> Iterator[None]:
+        """What this thread queues inside goes out at the end, written by this thread if
+        the network thread is not at the link then (one wake-up and one thread switch per
+        batch fewer), else by the network thread."""
+        self._batching = threading.get_ident()
+        try:
+            yield
+        finally:
+            self._batching = 0
+            self._write_own()
+
+    def _write_own(self) -> None:
+        client = self.client
+        if not client.want_write():
+            return
+        # Not while closing: the DISCONNECT behind our packets is the network thread's to
+        # write, and paho closes the socket (and drains it) right after.
+        if not self._closing and self._io.acquire(blocking=False):
+            try:
+                client.loop_write()
+            finally:
+                self._io.release()
+            if not client.want_write():
+                return
+        self.wake()
+
     # -- the network thread ------------------------------------------------------------------
 
     def socket(self) -> Any:
@@ -171,24 +205,30 @@ class Link:
         """Read what the socket has. On the input link paho reads one packet per call (it
         publishes nothing, so it awaits no PUBACK): go on while inputs come and the window
         has room, up to ``READ_BURST``, then let the loop write."""
-        window = self.window
-        if window is None:
-            self.client.loop_read()
-            return
-        for _ in range(READ_BURST):
-            before = window.taken
-            rc = self.client.loop_read()
-            if rc or window.taken == before or not window.is_open() or self._closing:
+        with self._io:
+            window = self.window
+            if window is None:
+                self.client.loop_read()
                 return
+            for _ in range(READ_BURST):
+                before = window.taken
+                rc = self.client.loop_read()
+                if rc or window.taken == before or not window.is_open() or self._closing:
+                    return
 
     def write(self) -> None:
-        self.client.loop_write()
+        with self._io:
+            self.client.loop_write()
 
     def tend(self, now: float) -> float | None:
         """Keepalive, reconnecting and closing. Returns when it wants to be called again
         at the latest (None: not before the next event)."""
         if not self._active or self.closed.is_set():
             return None
+        with self._io:
+            return self._tend(now)
+
+    def _tend(self, now: float) -> float | None:
         client = self.client
         if self._closing:
             if client.socket() is None:
@@ -244,5 +284,7 @@ class Link:
             drain_until_closed(sock, CLOSE_DRAIN)
 
     def _write_wanted(self, _c: mqtt.Client, _u: Any, _sock: Any) -> None:
-        # Any thread (a publish or an ack from the service): wake the loop to write.
-        self.wake()
+        # Any thread (a publish or an ack from the service): wake the loop to write, unless
+        # this thread writes its packets itself when its batch is done.
+        if self._batching != threading.get_ident():
+            self.wake()

@@ -5,7 +5,8 @@ the sockets that may be read (not the input link's while its window is full: tha
 flow control) and the ones paho has something to write on, then write, then read. Other
 threads (the service publishing and acking, the window opening) wake it through a socket
 pair. One thread for both links: each input costs fewer thread switches than a paho thread
-per link would, and paho's socket is only ever touched by this thread.
+per link would. The service loop may write a link itself at the end of a batch, when this
+thread is not at it (``Link.writes_batched``).
 """
 
 from __future__ import annotations

@@ -191,11 +191,12 @@ class Service:
         """One turn: take what has arrived (waiting up to ``timeout``), commit it, run timers."""
         self.metrics.heartbeat(self.outbox.rows_in_flight, self.outbox.oldest_sent_at)
         batch = self._collect(timeout, handle_inputs=True)
-        if batch:
-            self.pipeline.process(batch)
-        elif self.outbox.has_deletions:
-            self.outbox.flush()
-        self.timers.run_due()
+        with self.transport.writes_batched():
+            if batch:
+                self.pipeline.process(batch)
+            elif self.outbox.has_deletions:
+                self.outbox.flush()
+            self.timers.run_due()
 
     def _collect(self, timeout: float, *, handle_inputs: bool) -> list[Received]:
         """Wait for one event, then take what else is queued; return up to one batch of

@@ -15,8 +15,9 @@ losing either means not online. ``online`` is published once both are up and the
 link's subscriptions are acknowledged. One network thread (``netloop.py``) drives both
 links through paho's public external-loop API; what they report (connected, a message, a
 publish acknowledged) goes on one queue as an event, and the service loop is its only
-consumer. Publishing and acking from the service thread only queue the packet in paho and
-wake the network thread.
+consumer. Publishing and acking from the service thread queue the packet in paho; at the
+end of a batch (``writes_batched``) the service thread writes them itself when the network
+thread is not at the link, else it wakes the network thread to write them.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import logging
 import queue
 import ssl
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -198,6 +199,13 @@ class Transport:
         self.network.stop()
 
     # -- use ---------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def writes_batched(self) -> Iterator[None]:
+        """Publishes and acks made inside go out together at the end, from this thread
+        when it can (``Link.writes_batched``)."""
+        with self.output.writes_batched(), self.input.writes_batched():
+            yield
 
     def publish(self, out: Outgoing, qos: int) -> int:
         props = None

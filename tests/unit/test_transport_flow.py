@@ -109,3 +109,28 @@ def test_stop_with_unread_inputs_delivers_the_last_acks_and_ends_without_a_reset
     assert conn.acked() == [1, 2, 5]
     assert conn.types()[-1] == DISCONNECT
     assert PUBACK in conn.types()
+
+
+def test_acks_made_in_a_batch_are_written_by_the_batching_thread_without_a_wake_up(
+    broker: ScriptedBroker, transport: Transport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The service loop writes what its batch queued itself when the network thread is
+    # not at the link: one wake-up and one thread switch fewer per batch.
+    conn = broker.connection("mm")
+    conn.send(publish("in/x", 1, b"{}") + publish("in/x", 2, b"{}"))
+    got = inputs(transport, 2)
+    wakes: list[str] = []
+    monkeypatch.setattr(transport.input, "wake", lambda: wakes.append("input"))
+    with transport.writes_batched():
+        for r in got:
+            transport.ack(r)
+    conn.wait("both acks", lambda: conn.acked() == [1, 2])
+    assert wakes == []
+    # Outside a batch an ack still wakes the network thread to write it.
+    conn.send(publish("in/x", 3, b"{}"))
+    (third,) = inputs(transport, 1)
+    transport.ack(third)
+    assert wakes == ["input"]
+    monkeypatch.undo()
+    transport.input.wake()
+    conn.wait("the third ack", lambda: conn.acked() == [1, 2, 3])
