@@ -3,6 +3,9 @@
 ``Operations.handle`` takes one decoded input and returns a ``Result``: the publishes it
 owes (forwards and replies) and any timers to arm. The caller runs it inside a store
 transaction and writes the publishes to the outbox in that same transaction.
+
+The writes of one object (insert, update, patch, delete) are ``objectwrites.py``; here are
+the rest (query, response, error, connect, sync), the cloud link and what it sets off.
 """
 
 from __future__ import annotations
@@ -10,29 +13,26 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from .envelope import BadMessage, JSONText, Message, Resource, now_ms
+from .envelope import BadMessage, JSONText, now_ms
 from .identity import Refused
 from .intake import deadletter_payload
-from .jsonmerge import merge_patch
+from .objectwrites import OK, ObjectWrites, forward_to_other_side
 from .outcome import (
     CloudLink,
     Failed,
     Inbound,
     Kind,
     OperationError,
-    Outcome,
     Result,
-    Side,
     Timer,
     TimerEvent,
     error_result,
     reply,
 )
-from .podsync import POD, PODSTATUS, podstatus_sync
+from .podsync import podstatus_sync
 from .remote_query import RemoteQueries, RemoteQueryPolicy
 from .routing import Outgoing, Topics
 from .store import Store
-from .versions import is_stale, json_equal, numeric_rv
 
 __all__ = ["Inbound", "OperationError", "Operations", "RemoteQueryPolicy", "Result", "Timer"]
 
@@ -57,16 +57,6 @@ MUTATING = frozenset({"insert", "update", "patch", "delete", "response"})
 CONNECT_OPS = frozenset({"connect", "publish"})
 CLOUD_CONNECTED = "cloud_connected"
 CLOUD_DISCONNECTED = "cloud_disconnected"
-OK = "OK"
-
-
-def _object_resource(message: Message) -> Resource:
-    resource = message.resource()
-    if resource.is_list:
-        raise OperationError(
-            400, "bad_resource", f"{message.operation} needs <namespace>/<type>/<name>"
-        )
-    return resource
 
 
 class Operations:
@@ -94,11 +84,12 @@ class Operations:
         self.link = CloudLink(False, clock())  # as committed: what other threads read
         self._staged_link: CloudLink | None = None
         self.queries = RemoteQueries(store, topics, remote_query or RemoteQueryPolicy())
+        self.writes = ObjectWrites(store, topics, lambda: self._current_link().connected)
         self._handlers: dict[str, Callable[[Inbound], Result]] = {
-            "insert": self._insert,
-            "update": self._update,
-            "patch": self._patch,
-            "delete": self._delete,
+            "insert": self.writes.insert,
+            "update": self.writes.update,
+            "patch": self.writes.patch,
+            "delete": self.writes.delete,
             "query": self._query,
             "response": self._response,
             "error": self._response,
@@ -207,62 +198,7 @@ class Operations:
         """Attempt ids of answered remote queries remembered to drop late cloud answers."""
         return self.queries.pending.answered_count
 
-    # -- helpers --------------------------------------------------------------------------
-
-    def _ok(self, inbound: Inbound, outcome: Outcome, *forwards: Outgoing) -> Result:
-        return Result(list(forwards), reply(inbound, "response", OK), outcome=outcome)
-
-    def _forward_to_other_side(self, inbound: Inbound) -> Outgoing:
-        """From edged to the cloud; from the cloud (or any other module) to edged."""
-        if inbound.side is Side.EDGED:
-            return Outgoing.of(self.topics.cloud, inbound.message)
-        return Outgoing.of(self.topics.edged_in, inbound.message)
-
-    # -- operations -------------------------------------------------------------------------
-
-    def _insert(self, inbound: Inbound) -> Result:
-        msg = inbound.message
-        resource = _object_resource(msg)
-        # Stale like an update's (SPEC §5): not over an object with a greater version. The
-        # store checks it in the statement that writes, without reading the object first.
-        if not self.store.put(resource, msg.content, version=numeric_rv(msg.content)):
-            return self._ok(inbound, Kind.STALE)
-        return self._ok(inbound, Kind.STORED, self._forward_to_other_side(inbound))
-
-    def _update(self, inbound: Inbound) -> Result:
-        msg = inbound.message
-        resource = _object_resource(msg)
-        stored = self.store.get(resource.key)
-        if stored is not None and json_equal(stored.value, msg.content):
-            return self._ok(inbound, Kind.NO_DELTA)
-        if stored is not None and is_stale(msg.content, stored.value):
-            return self._ok(inbound, Kind.STALE)
-        self.store.put(resource, msg.content)
-        offline = not self._current_link().connected
-        if inbound.side is Side.EDGED and resource.type == PODSTATUS and offline:
-            # The sync on reconnect carries the latest status; no flood of stale ones.
-            return self._ok(inbound, Kind.STORED_OFFLINE)
-        return self._ok(inbound, Kind.STORED, self._forward_to_other_side(inbound))
-
-    def _patch(self, inbound: Inbound) -> Result:
-        msg = inbound.message
-        resource = _object_resource(msg)
-        stored = self.store.get(resource.key)
-        if stored is None:
-            raise OperationError(404, "not_found", f"{resource} is not stored")
-        merged = merge_patch(stored.value, msg.content)
-        # Forwarded as the full merged object, so receivers need no base to apply it to.
-        return self._update(
-            Inbound(msg.with_content(merged, "update"), inbound.reply_to, inbound.side)
-        )
-
-    def _delete(self, inbound: Inbound) -> Result:
-        msg = inbound.message
-        resource = _object_resource(msg)
-        self.store.delete(resource.key)
-        if resource.type == POD:
-            self.store.delete(resource.sibling(PODSTATUS).key)
-        return self._ok(inbound, Kind.DELETED, self._forward_to_other_side(inbound))
+    # -- operations (the object writes: ``objectwrites.py``) --------------------------------
 
     def _query(self, inbound: Inbound) -> Result:
         msg = inbound.message
@@ -293,7 +229,7 @@ class Operations:
             if not resource.is_list:
                 self.store.put(resource, msg.content)
                 outcome = Kind.STORED
-        return Result([self._forward_to_other_side(inbound)], outcome=outcome)
+        return Result([forward_to_other_side(self.topics, inbound)], outcome=outcome)
 
     def _connect(self, inbound: Inbound) -> Result:
         content = inbound.message.content

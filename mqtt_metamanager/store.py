@@ -2,22 +2,21 @@
 
 Contract:
 - ``meta`` keeps KubeEdge's ``key``/``type``/``value`` columns (value is JSON text) plus
-  namespace, name, resource version and update time.
+  namespace, name, resource version, update time and the revision of its last change.
+- ``changes``, the store's history and its revision: ``history.py``.
 - ``applied`` and ``outbox``, what is kept about messages: ``ledger.py``.
-- ``changes`` is the store's history: every put and delete of an object bumps the store's
-  revision and is recorded (with the object) in the same transaction, so a reader that
-  follows it (the Kubernetes watch) never sees a change a crash then loses, nor misses
-  one that was committed. Each ``meta`` row has the revision of its last change. The
-  history is bounded (``prune_changes``); readers older than it must start again.
+- How many objects of each type are stored, followed rather than counted: ``typecounts.py``.
+- Many objects at once, for a new or offline store: ``bulkload.py``.
 
 One writer (the service loop); the CLI opens the file read-only.
 """
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -25,15 +24,15 @@ from typing import Any
 import peewee as pw
 
 from . import jsoncodec, schema
+from .bulkload import BulkLoad
 from .envelope import Resource
+from .history import ADDED, DELETED, MODIFIED, History
 from .ledger import Ledger
+from .typecounts import TypeCounts
 from .versions import resource_version_of, stored_version
 
 # Bound parameters are SQLite integers; a CAST of a longer number gives its largest one.
 _SQL_INT_MAX = 2**63 - 2
-LOAD_BATCH = 50_000  # objects per transaction of ``Store.load``
-
-ADDED, MODIFIED, DELETED = "ADDED", "MODIFIED", "DELETED"
 
 
 class StoreError(RuntimeError):
@@ -51,9 +50,10 @@ class StoredObject:
     updated_at: float
 
 
-class Store(Ledger):
-    """Metadata and its history in one SQLite file (WAL), with the ledger's tables
-    (``ledger.Ledger``) in the same file and transactions."""
+class Store(History, BulkLoad, Ledger):
+    """Metadata in one SQLite file (WAL), with its history (``history.History``), its bulk
+    load (``bulkload.BulkLoad``) and the ledger's tables (``ledger.Ledger``) in the same
+    file and transactions."""
 
     def __init__(self, path: str, *, readonly: bool = False, cache_kib: int = 1024) -> None:
         """Args:
@@ -79,11 +79,7 @@ class Store(Ledger):
         # Read by /readyz from another thread (peewee's own state is per thread): "" while
         # the last transaction committed, else why it failed; "closed" once closed.
         self.problem = ""
-        # Objects per type, counted once and then followed through put, delete and load:
-        # counting a million rows was ~50 ms of the loop per metrics sample. The changes of
-        # an open transaction are staged and counted when it commits.
-        self._counts: dict[str, int] | None = None
-        self._staged_counts: dict[str, int] = {}
+        self._counts = TypeCounts()
         try:
             self.db.connect()
             if not readonly:
@@ -117,20 +113,12 @@ class Store(Ledger):
         if not self.db.is_closed():
             self.db.close()
 
-    @property
-    def revision(self) -> int:
-        """The revision of the last committed (or, inside a transaction, made) change."""
-        return self._revision
-
-    def _last_revision(self) -> int:
-        return int(self.db.execute_sql(schema.LAST_REVISION).fetchone()[0])
-
     @contextmanager
     def atomic(self) -> Iterator[None]:
         """One transaction; a SQLite failure inside it surfaces as ``StoreError``. The
         revision counter goes back with a rollback, so no revision is ever skipped."""
         start = self._revision
-        staged = dict(self._staged_counts)
+        staged = self._counts.staged()
         changes = self.changes()
         try:
             with self.db.atomic():
@@ -139,7 +127,7 @@ class Store(Ledger):
         # not wrapped into peewee's.
         except (pw.OperationalError, pw.DatabaseError, sqlite3.Error) as exc:
             self._revision = start
-            self._staged_counts = staged
+            self._counts.roll_back(staged)
             # On SQLITE_FULL/IOERR SQLite rolls back by itself; peewee's own rollback then
             # fails with "no transaction is active" and would hide the cause.
             cause: BaseException | None = exc
@@ -149,25 +137,17 @@ class Store(Ledger):
             raise StoreError(str(cause or exc)) from exc
         except BaseException:
             self._revision = start
-            self._staged_counts = staged
+            self._counts.roll_back(staged)
             raise
         if not self.db.in_transaction():
-            self._count_staged()
+            self._counts.commit()
         if self.changes() != changes:  # only a write shows that writes work again
             self.problem = ""
 
     def _counted(self, type_: str, delta: int) -> None:
-        self._staged_counts[type_] = self._staged_counts.get(type_, 0) + delta
+        self._counts.stage(type_, delta)
         if not self.db.in_transaction():  # autocommit: committed already
-            self._count_staged()
-
-    def _count_staged(self) -> None:
-        if self._counts is not None:
-            for type_, delta in self._staged_counts.items():
-                self._counts[type_] = self._counts.get(type_, 0) + delta
-                if not self._counts[type_]:
-                    del self._counts[type_]
-        self._staged_counts = {}
+            self._counts.commit()
 
     # -- objects ------------------------------------------------------------------------
 
@@ -225,8 +205,7 @@ class Store(Ledger):
                 return False
             event = ADDED
             self._counted(resource.type, 1)
-        change = (resource.key, resource.type, resource.namespace, name, text, now)
-        self.db.execute_sql(schema.ADD_CHANGE, (self._revision, event, *change))
+        self._record_change(event, resource.key, resource.type, resource.namespace, name, text, now)
         return True
 
     def value_text(self, key: str) -> bytes | None:
@@ -265,8 +244,7 @@ class Store(Ledger):
         type_, namespace, name, value = row
         self._counted(type_, -1)
         self._revision += 1
-        change = (key, type_, namespace, name, value, time.time())
-        self.db.execute_sql(schema.ADD_CHANGE, (self._revision, DELETED, *change))
+        self._record_change(DELETED, key, type_, namespace, name, value, time.time())
         return True
 
     def objects(self, namespace: str | None = None, type_: str | None = None) -> list[StoredObject]:
@@ -284,79 +262,9 @@ class Store(Ledger):
     def count(self) -> int:
         return int(self.db.execute_sql(schema.COUNT_OBJECTS).fetchone()[0])
 
-    def load(self, objects: Iterable[tuple[Resource, Any]], *, batch: int = LOAD_BATCH) -> int:
-        """Store many objects at once (insert or replace, no staleness check), in
-        transactions of ``batch`` objects: a bulk load of a new or offline store.
-
-        Each object gets a revision of its own, as ``put`` gives it. The history is not
-        kept for them: each transaction ends with its last object through ``put`` and
-        forgets the changes before it, as ``prune_changes`` down to the newest would. A
-        watch from before the load must list again, as after any pruning.
-
-        Returns:
-            How many objects were stored.
-        """
-        if batch < 1:
-            raise ValueError("batch must be at least 1")
-        self._counts = None  # an upsert does not say what was new: counted again if asked
-        stored = 0
-        chunk: list[tuple[Resource, Any]] = []
-        for item in objects:
-            chunk.append(item)
-            if len(chunk) >= batch:
-                stored += self._load_batch(chunk)
-                chunk = []
-        if chunk:
-            stored += self._load_batch(chunk)
-        return stored
-
-    def _load_batch(self, chunk: list[tuple[Resource, Any]]) -> int:
-        now = time.time()
-        with self.atomic():
-            rows = []
-            for resource, value in chunk[:-1]:
-                self._revision += 1
-                rows.append(
-                    (
-                        resource.type,
-                        resource.namespace,
-                        resource.name or "",
-                        jsoncodec.dumps(value).decode(),
-                        resource_version_of(value),
-                        now,
-                        self._revision,
-                        resource.key,
-                    )
-                )
-            self.db.cursor().executemany(schema.UPSERT_OBJECT, rows)
-            self.put(*chunk[-1])  # the batch's newest change: the store's revision
-            self.db.execute_sql(schema.FORGET_CHANGES_BEFORE, (self._revision,))
-        return len(chunk)
-
-    def prune_changes(self, keep: int, max_age: float | None = None) -> int:
-        """Forget changes beyond the ``keep`` newest (and, with ``max_age``, older than that
-        many seconds), never the newest one; returns how many were dropped."""
-        newest = self._last_revision()
-        bound = newest - keep
-        if max_age is not None:
-            row = self.db.execute_sql(
-                "SELECT MAX(revision) FROM changes WHERE at < ?", (time.time() - max_age,)
-            ).fetchone()
-            bound = max(bound, min(int(row[0] or 0), newest - 1))
-        if bound <= 0:
-            return 0
-        cursor = self.db.execute_sql("DELETE FROM changes WHERE revision <= ?", (bound,))
-        return int(cursor.rowcount)
-
     def count_by_type(self) -> dict[str, int]:
         """How many objects of each type are stored (committed, and made in the open
         transaction). Counted once, then followed: a look-up, not a scan."""
-        if self._counts is None or self.readonly:
-            counted = {str(t): int(n) for t, n in self.db.execute_sql(schema.COUNT_BY_TYPE)}
-            for type_, delta in self._staged_counts.items():  # not committed yet
-                counted[type_] = counted.get(type_, 0) - delta
-            self._counts = {t: n for t, n in counted.items() if n}
-        counts = dict(self._counts)
-        for type_, delta in self._staged_counts.items():
-            counts[type_] = counts.get(type_, 0) + delta
-        return {t: n for t, n in counts.items() if n}
+        # Read-only, another process writes: nothing is followed, each call counts.
+        scan = functools.partial(self.db.execute_sql, schema.COUNT_BY_TYPE)
+        return self._counts.by_type(scan, recount=self.readonly)
