@@ -15,15 +15,11 @@ metamanager already on a given broker is never disturbed.
 from __future__ import annotations
 
 import os
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +27,7 @@ from typing import Any
 import yaml
 
 from . import config as config_mod
-from .bench_report import render
+from .bench_report import RunFigures, summarize
 from .benchkit import (
     LOOPBACK,
     NAMESPACE,
@@ -41,29 +37,22 @@ from .benchkit import (
     envelope,
     free_port,
     object_value,
-    own_broker,
     peak_rss_mb,
     percentile,
     preload,
+    session,
     stop_process,
 )
 from .benchnet import BenchError, LoadClient, Login
 from .routing import Topics
 
-__all__ = ["BenchError", "BenchOptions", "render", "run_bench"]
+__all__ = ["BenchError", "BenchOptions", "run_bench"]
 
 MAX_COUNT = 1_000_000
 MAX_OBJECTS = 1_000_000
 MAX_ROUNDS = 20
 MAX_PAYLOAD = 256 * 1024
 QUERY_WARMUP = 20
-
-# Targets of issue 6: (name, figure, limit, higher is better).
-# Issue 10's: a durable service that batches its writes should beat a naive echo.
-TARGET_INSERT_RATIO = 1.0
-TARGET_P99_RATIO = 1.5
-TARGET_RSS_MB = 40.0
-TARGET_ONLINE_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -96,20 +85,6 @@ class BenchOptions:
             raise ValueError(f"--timeout must be 1 to 3600 seconds, got {self.timeout}")
         if (self.host is None) != (self.port is None):
             raise ValueError("--host and --port go together")
-
-
-@dataclass
-class RunFigures:
-    """What one run of the echo or the service measured."""
-
-    inserts_per_s: float
-    query_p50_ms: float
-    query_p99_ms: float
-    peak_rss_mb: float
-    start_to_online_s: float
-    # The process's own CPU time per insert of the burst (/proc): steadier than a rate on a
-    # shared machine, and what the service spends beyond the echo's MQTT hops.
-    cpu_us_per_insert: float
 
 
 class Bench:
@@ -242,50 +217,10 @@ class Bench:
         return samples
 
 
-def summarize(rounds: list[dict[str, RunFigures]], objects: int) -> dict[str, Any]:
-    """Medians per kind (peak RSS and start time: the worst run), ratios and the targets."""
-    summary: dict[str, Any] = {}
-    for kind in ("echo", "service"):
-        runs = [r[kind] for r in rounds]
-        summary[kind] = {
-            "inserts_per_s": statistics.median(f.inserts_per_s for f in runs),
-            "query_p50_ms": statistics.median(f.query_p50_ms for f in runs),
-            "query_p99_ms": statistics.median(f.query_p99_ms for f in runs),
-            "peak_rss_mb": max(f.peak_rss_mb for f in runs),
-            "start_to_online_s": max(f.start_to_online_s for f in runs),
-            "cpu_us_per_insert": statistics.median(f.cpu_us_per_insert for f in runs),
-        }
-    echo, svc = summary["echo"], summary["service"]
-    ratios = {
-        "inserts_per_s": svc["inserts_per_s"] / echo["inserts_per_s"],
-        "query_p50_ms": svc["query_p50_ms"] / echo["query_p50_ms"],
-        "query_p99_ms": svc["query_p99_ms"] / echo["query_p99_ms"],
-        # /proc counts CPU in clock ticks (10 ms): a tiny run may show none.
-        "cpu_us_per_insert": svc["cpu_us_per_insert"] / max(echo["cpu_us_per_insert"], 1e-9),
-    }
-    targets = [
-        ("insert throughput >= 1.0x echo", ratios["inserts_per_s"], TARGET_INSERT_RATIO, True),
-        ("query p99 <= 1.5x echo", ratios["query_p99_ms"], TARGET_P99_RATIO, False),
-        (f"peak RSS <= 40 MB ({objects} objects)", svc["peak_rss_mb"], TARGET_RSS_MB, False),
-        (f"start to online < 1 s ({objects} objects)", svc["start_to_online_s"], 1.0, False),
-    ]
-    summary["ratios"] = ratios
-    summary["targets"] = [
-        {
-            "target": name,
-            "value": value,
-            "limit": limit,
-            "met": value >= limit if higher else value <= limit,
-        }
-        for name, value, limit, higher in targets
-    ]
-    return summary
-
-
 def run_bench(options: BenchOptions) -> dict[str, Any]:
     """Run the whole bench and return the report (what ``--json`` prints)."""
     options.check()
-    with session(options, "mm-bench-") as (workdir, broker):
+    with session(options.host, options.port, "mm-bench-") as (workdir, broker):
         bench = Bench(options, broker.host, broker.port, workdir)
         try:
             rounds = bench.run()
@@ -297,25 +232,3 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
         "rounds": [{k: asdict(v) for k, v in r.items()} for r in rounds],
         "summary": summarize(rounds, options.objects),
     }
-
-
-@dataclass(frozen=True)
-class Broker:
-    host: str
-    port: int
-    own: bool  # started by the bench
-
-    def __str__(self) -> str:
-        return f"{self.host}:{self.port} ({'own mosquitto' if self.own else 'given'})"
-
-
-@contextmanager
-def session(options: BenchOptions, prefix: str) -> Iterator[tuple[Path, Broker]]:
-    """A work directory and the broker (the one given, or one of our own), gone on exit."""
-    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
-        workdir = Path(tmp)
-        if options.host is not None and options.port is not None:
-            yield workdir, Broker(options.host, options.port, own=False)
-            return
-        with own_broker(workdir) as (host, port):
-            yield workdir, Broker(host, port, own=True)

@@ -5,14 +5,10 @@ and what 100 idle and 10 busy watchers cost the MQTT inserts and the service's m
 
 from __future__ import annotations
 
-import http.client
-import json
-import multiprocessing
 import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -22,6 +18,7 @@ import yaml
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from .benchhttp import BUSY_WATCHERS, IDLE_WATCHERS, WatchCrowd, Watcher, revision, timed_gets
 from .benchkit import (
     LOOPBACK,
     NAMESPACE,
@@ -41,10 +38,8 @@ from .routing import Topics
 
 OBJECTS = 1000  # pods in the listed namespace
 LISTS, GETS, WATCHED_INSERTS = 100, 1000, 200
-IDLE_WATCHERS, BUSY_WATCHERS = 100, 10
 BURST = 5000
 ROUNDS = 2  # alone/watched burst pairs
-READ_BLOCK = 1 << 16  # bytes a busy watcher reads per call
 TARGETS = [
     ("list of 1,000 pods p99 (ms)", "list_p99_ms", 50.0),
     ("get p99 (ms)", "get_p99_ms", 2.0),
@@ -52,133 +47,6 @@ TARGETS = [
     ("inserts with watchers (x without)", "insert_ratio", 0.9),
     ("RSS added by watchers (MB)", "watcher_rss_mb", 10.0),
 ]
-
-
-class Stream:
-    """One watch stream on a connection of its own, read by a thread of its own."""
-
-    def __init__(self, port: int, path: str) -> None:
-        self.conn = http.client.HTTPConnection(LOOPBACK, port, timeout=120)
-        self.conn.request("GET", path)
-        self.response = self.conn.getresponse()
-        if self.response.status != 200:
-            raise BenchError(f"watch {path}: HTTP {self.response.status}")
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        self.conn.close()
-
-
-class Watcher(Stream):
-    """Notes when each object arrives."""
-
-    def __init__(self, port: int, path: str) -> None:
-        self.arrived: dict[str, float] = {}
-        super().__init__(port, path)
-
-    def _read(self) -> None:
-        try:
-            for line in self.response:
-                event = json.loads(line)
-                self.arrived[event["object"]["metadata"]["name"]] = time.monotonic()
-        except (OSError, ValueError, http.client.HTTPException):
-            return
-
-
-class Counter(Stream):
-    """Only counts its events, as a busy client that is not timed. It reads what arrives
-    in blocks and counts the newlines (one per event: JSON text holds none of its own).
-    Iterating the response line by line costs 3.4-5.4 µs of CPU per event in http.client's
-    chunked reader, against 1.2 µs reading blocks (measured with 1.1 KB events): ten such
-    readers spent ~40 µs per insert on the two cores the service is measured on, an eighth
-    of what the service spends on the insert itself."""
-
-    def __init__(self, port: int, path: str) -> None:
-        self.events = 0
-        super().__init__(port, path)
-
-    def _read(self) -> None:
-        try:
-            while block := self.response.read1(READ_BLOCK):
-                self.events += block.count(b"\n")
-        except (OSError, http.client.HTTPException):
-            return
-
-
-def _hold_watches(port: int, pods: str, since: str, ready: Any, stop: Any, seen: Any) -> None:
-    """In a process of its own, as real watchers are (in the bench's process they would
-    share its GIL with the load client and slow the very bursts the bench times): holds
-    the idle and busy watches open and reads them; once told to stop, says how many events
-    the busy watcher that read fewest had (a dropped one falls short)."""
-    idle = f"/api/v1/configmaps?watch=true&resourceVersion={since}"
-    busy = f"{pods}?watch=true&resourceVersion={since}"
-    idle_ones = [Counter(port, idle) for _ in range(IDLE_WATCHERS)]
-    busy_ones = [Counter(port, busy) for _ in range(BUSY_WATCHERS)]
-    ready.set()
-    stop.wait(600)
-    deadline = time.monotonic() + 30
-    while min(w.events for w in busy_ones) < BURST and time.monotonic() < deadline:
-        time.sleep(0.05)
-    seen.put(min(w.events for w in busy_ones))
-    for w in idle_ones + busy_ones:
-        w.close()
-
-
-class _WatchCrowd:
-    """100 idle and 10 busy watchers from the store revision of now, in a child process."""
-
-    def __init__(self, port: int, pods: str) -> None:
-        spawn = multiprocessing.get_context("spawn")
-        self.ready, self.stop, self.seen = spawn.Event(), spawn.Event(), spawn.Queue()
-        self.process = spawn.Process(target=_hold_watches, daemon=True, args=(
-            port, pods, _revision(port), self.ready, self.stop, self.seen))  # fmt: skip
-
-    def __enter__(self) -> _WatchCrowd:
-        self.process.start()
-        if not self.ready.wait(60):
-            raise BenchError("the watchers did not start within 60 s")
-        return self
-
-    def check_every_event_arrived(self) -> None:
-        self.stop.set()
-        events = self.seen.get(timeout=60)
-        if events < BURST:
-            raise BenchError(f"a busy watcher read {events} of {BURST} events: dropped?")
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.process.join(timeout=30)
-        if self.process.is_alive():
-            self.process.kill()
-
-
-def _timed_gets(port: int, path: str, count: int) -> list[float]:
-    conn = http.client.HTTPConnection(LOOPBACK, port, timeout=30)
-    samples = []
-    try:
-        for _ in range(count):
-            start = time.monotonic()
-            conn.request("GET", path)
-            answer = conn.getresponse()
-            answer.read()
-            if answer.status != 200:
-                raise BenchError(f"GET {path}: HTTP {answer.status}")
-            samples.append(time.monotonic() - start)
-    finally:
-        conn.close()
-    return samples
-
-
-def _revision(port: int) -> str:
-    conn = http.client.HTTPConnection(LOOPBACK, port, timeout=30)
-    try:
-        conn.request("GET", "/api/v1/configmaps?limit=1")
-        return str(json.loads(conn.getresponse().read())["metadata"]["resourceVersion"])
-    finally:
-        conn.close()
 
 
 def _inserts(load: LoadClient, tag: str, count: int) -> float:
@@ -222,11 +90,11 @@ def _measure(workdir: Path, db: Path, host: str, port: int) -> dict[str, Any]:
     try:
         load.wait_online(time.monotonic(), START_TIMEOUT, proc.poll)
         pods = f"/api/v1/namespaces/{NAMESPACE}/pods"
-        lists = _timed_gets(http_port, pods, LISTS)
-        gets = _timed_gets(http_port, f"{pods}/obj-7", GETS)
+        lists = timed_gets(http_port, pods, LISTS)
+        gets = timed_gets(http_port, f"{pods}/obj-7", GETS)
         # One watcher; each insert's latency from its publish to its event.
         # Watches start where a list left off, as client reflectors do.
-        watcher = Watcher(http_port, f"{pods}?watch=true&resourceVersion={_revision(http_port)}")
+        watcher = Watcher(http_port, f"{pods}?watch=true&resourceVersion={revision(http_port)}")
         sent: dict[str, float] = {}
         aside = Properties(PacketTypes.PUBLISH)
         aside.ResponseTopic = load.reply_topic
@@ -254,7 +122,7 @@ def _measure(workdir: Path, db: Path, host: str, port: int) -> dict[str, Any]:
             alone_rates.append(_inserts(load, f"alone{round_}", BURST))
             alone_cpu.append(cpu_seconds(proc.pid) - cpu)
             rss_before = rss_before or peak_rss_mb(proc.pid)
-            with _WatchCrowd(http_port, pods) as crowd:
+            with WatchCrowd(http_port, pods, BURST) as crowd:
                 cpu = cpu_seconds(proc.pid)
                 watched_rates.append(_inserts(load, f"watched{round_}", BURST))
                 watched_cpu.append(cpu_seconds(proc.pid) - cpu)

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .bench import MAX_PAYLOAD, MAX_ROUNDS, Bench, BenchOptions, session
+from .bench import MAX_PAYLOAD, MAX_ROUNDS, Bench, BenchOptions
 from .benchkit import (
     NAMESPACE,
     START_TIMEOUT,
@@ -30,6 +30,7 @@ from .benchkit import (
     object_value,
     peak_rss_mb,
     percentile,
+    session,
     stop_process,
 )
 from .benchnet import BenchError, CloudSide
@@ -270,7 +271,7 @@ class ScaleBench:
 def run_scale(options: ScaleOptions) -> dict[str, Any]:
     """The whole scale bench; the report ``--json`` prints."""
     options.check()
-    with session(options.bench_options(), "mm-scale-") as (workdir, broker):
+    with session(options.host, options.port, "mm-scale-") as (workdir, broker):
         bench = ScaleBench(options, broker.host, broker.port, workdir)
         try:
             sizes = bench.run()

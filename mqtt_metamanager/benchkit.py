@@ -1,6 +1,6 @@
-"""What every bench uses: a mosquitto of its own, the processes it starts and stops, their
-figures from /proc, and the objects and envelopes it sends. Everything listens on and talks
-to 127.0.0.1 only."""
+"""What every bench uses: its work directory and broker (a mosquitto of its own, or the one
+given), the processes it starts and stops, their figures from /proc, and the objects and
+envelopes it sends. What a bench starts listens on 127.0.0.1 only."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +145,29 @@ def own_broker(workdir: Path) -> Iterator[tuple[str, int]]:
         yield LOOPBACK, port
     finally:
         stop_process(proc)
+
+
+@dataclass(frozen=True)
+class Broker:
+    host: str
+    port: int
+    own: bool  # started by the bench
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port} ({'own mosquitto' if self.own else 'given'})"
+
+
+@contextmanager
+def session(host: str | None, port: int | None, prefix: str) -> Iterator[tuple[Path, Broker]]:
+    """A work directory and the broker (``host:port`` if given, else one of our own), gone on
+    exit."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        workdir = Path(tmp)
+        if host is not None and port is not None:
+            yield workdir, Broker(host, port, own=False)
+            return
+        with own_broker(workdir) as (own_host, own_port):
+            yield workdir, Broker(own_host, own_port, own=True)
 
 
 def copy_database(template: Path, target: Path) -> None:

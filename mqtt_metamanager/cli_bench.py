@@ -17,7 +17,8 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
 def cmd_bench(cfg: Config, args: argparse.Namespace) -> int:
-    from .bench import BenchError, BenchOptions, render, run_bench
+    from .bench import BenchError, BenchOptions, run_bench
+    from .bench_report import render
 
     if args.kube:
         from .bench_kube import render_kube, run_kube_bench

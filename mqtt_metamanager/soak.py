@@ -13,10 +13,8 @@ Bounded: the count is rate x seconds (capped), sending stops if the backlog pass
 from __future__ import annotations
 
 import os
-import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -26,20 +24,12 @@ from typing import Any
 import yaml
 
 from . import config as config_mod
-from .benchkit import (
-    cpu_seconds,
-    file_mb,
-    free_port,
-    own_broker,
-    peak_rss_mb,
-    percentile,
-    rss_mb,
-    stop_process,
-)
+from .benchkit import free_port, session, stop_process
 from .benchnet import BenchError, Login
 from .envelope import Resource
 from .routing import Topics
-from .soakload import MAX_LISTS, NAMESPACE, SoakClient, Window, pod_value, schedule
+from .soakload import MAX_LISTS, NAMESPACE, SoakClient, pod_value, schedule
+from .soakmeter import SoakMeter, integrity
 from .store import Store
 
 MAX_SECONDS = 24 * 3600
@@ -87,18 +77,6 @@ class SoakOptions:
             raise ValueError("--host and --port go together")
 
 
-def integrity(db: Path) -> str:
-    """SQLite's ``PRAGMA integrity_check`` of the store: ``ok`` or what is wrong."""
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        rows = con.execute("PRAGMA integrity_check").fetchall()
-        outbox = con.execute("SELECT count(*) FROM outbox").fetchone()[0]
-    finally:
-        con.close()
-    text = "; ".join(str(r[0]) for r in rows)
-    return text if outbox == 0 else f"{text}; {outbox} outbox rows left"
-
-
 class Soak:
     def __init__(
         self,
@@ -109,18 +87,12 @@ class Soak:
         on_row: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.options = options
-        self.on_row = on_row
         self.host, self.port, self.workdir = host, port, workdir
         self.topics = Topics(f"soak-{os.urandom(4).hex()}")
         self.login = Login.of(config_mod.from_mapping({"mqtt": options.login}, environ={}).mqtt)
         self.db = workdir / "meta.db"
-        self.rows: list[dict[str, Any]] = []
-        self.samples: list[dict[str, float]] = []
+        self.meter = SoakMeter(self.db, on_row)
         self.proc: subprocess.Popen[bytes] | None = None
-        self._hwm = 0.0
-        self._row_start = 0.0
-        self._row_cpu = 0.0  # the service's CPU seconds when the current row began
-        self._row_samples = 0  # index of the first sample of the current row
 
     def run(self) -> dict[str, Any]:
         self._preload()
@@ -144,13 +116,9 @@ class Soak:
             if self.proc is not None:
                 stop_process(self.proc)
         exit_code = self.proc.returncode if self.proc is not None else None
-        # The low of each row, not one reading: a list reply in flight adds megabytes for
-        # a moment, and what is kept is what the service comes back down to.
-        first = self.rows[0]["rss_low_mb"] if self.rows else 0.0
-        last = self.rows[-1]["rss_low_mb"] if self.rows else 0.0
         return {
-            "rows": self.rows,
-            "samples": self.samples,
+            "rows": self.meter.rows,
+            "samples": self.meter.samples,
             "totals": {
                 "sent": sent,
                 "answered": sent - load.backlog,
@@ -162,15 +130,7 @@ class Soak:
                 "stopped_early": stopped_early,
                 "drain_s": drained,
             },
-            "service": {
-                "exit_code": exit_code,
-                "peak_rss_mb": max([r["rss_mb"] for r in self.rows] + [self._hwm]),
-                "rss_first_row_mb": first,
-                "rss_last_row_mb": last,
-                "rss_growth_mb": last - first,
-                "cpu_s": sum(r["cpu_s"] for r in self.rows),
-                "metrics": load.metrics,
-            },
+            "service": self.meter.service(exit_code, load.metrics),
             "integrity": integrity(self.db),
         }
 
@@ -244,8 +204,8 @@ class Soak:
         kinds = schedule(seed=opts.rate, lists=opts.lists)
         start = time.monotonic()
         next_sample, next_row, next_flap = start, start + opts.interval, start + FLAP_EVERY
-        self._row_start = start
-        self._row_cpu = cpu_seconds(self.proc.pid) if self.proc is not None else 0.0
+        assert self.proc is not None
+        self.meter.begin(self.proc.pid, start)
         sent = flaps = 0
         connected = True
         while sent < total:
@@ -264,7 +224,7 @@ class Soak:
                 self._sample(load, now - start)
                 next_sample += SAMPLE_EVERY
             if now >= next_row:
-                self._row(load, now)
+                self.meter.row(load, now)
                 next_row += opts.interval
             if load.backlog > MAX_BACKLOG:
                 return sent, flaps, True
@@ -279,59 +239,14 @@ class Soak:
         while load.backlog and time.monotonic() < deadline:
             self._alive()
             time.sleep(0.1)
-        self._sample(load, self.samples[-1]["t"] + time.monotonic() - start if self.samples else 0)
-        self._row(load, time.monotonic())
+        samples = self.meter.samples
+        self._sample(load, samples[-1]["t"] + time.monotonic() - start if samples else 0)
+        self.meter.row(load, time.monotonic())
         return time.monotonic() - start
 
     def _sample(self, load: SoakClient, t: float) -> None:
         self._alive()
-        assert self.proc is not None
-        self._hwm = max(self._hwm, peak_rss_mb(self.proc.pid))
-        self.samples.append(
-            {"t": round(t, 1), "rss_mb": rss_mb(self.proc.pid), "backlog": load.backlog}
-        )
-
-    def _row(self, load: SoakClient, now: float) -> None:
-        assert self.proc is not None
-        window: Window = load.take_window()
-        took = max(1e-9, now - self._row_start)
-        self._row_start = now
-        metrics = dict(load.metrics)
-        rss_now = rss_mb(self.proc.pid)
-        rss_low = min([s["rss_mb"] for s in self.samples[self._row_samples :]] + [rss_now])
-        self._row_samples = len(self.samples)
-        # CPU, not only wall time: rows stay comparable on a machine shared with others.
-        cpu_now = cpu_seconds(self.proc.pid)
-        cpu, self._row_cpu = cpu_now - self._row_cpu, cpu_now
-        heap = metrics.get("heap_bytes")
-        self.rows.append(
-            {
-                "row": len(self.rows) + 1,
-                "seconds": round(took, 1),
-                "inputs_per_s": window.sent / took,
-                "answered_per_s": window.answered / took,
-                "p50_ms": _ms(window.latencies, 50),
-                "p99_ms": _ms(window.latencies, 99),
-                "list_p50_ms": _ms(window.list_latencies, 50),
-                "list_kb": window.list_bytes / 1024 / max(1, len(window.list_latencies)),
-                "backlog": load.backlog,
-                "cpu_s": cpu,
-                "cpu_ms_per_input": cpu * 1000 / window.answered if window.answered else None,
-                "load1": os.getloadavg()[0],
-                "rss_mb": rss_now,
-                "rss_low_mb": rss_low,
-                "heap_mb": None if heap is None else heap / 1024 / 1024,
-                "db_mb": file_mb(self.db),
-                "wal_mb": file_mb(self.db.with_name(self.db.name + "-wal")),
-                "metrics": metrics,
-            }
-        )
-        if self.on_row is not None:
-            self.on_row(self.rows[-1])
-
-
-def _ms(samples: list[float], pct: float) -> float | None:
-    return percentile(samples, pct) * 1000 if samples else None
+        self.meter.sample(load, t)
 
 
 def run_soak(
@@ -340,14 +255,6 @@ def run_soak(
     """Run one soak and return the report (what ``--json`` prints); ``on_row`` sees each
     interval's row as it is made."""
     options.check()
-    with tempfile.TemporaryDirectory(prefix="mm-soak-") as tmp:
-        workdir = Path(tmp)
-        if options.host is not None and options.port is not None:
-            soak = Soak(options, options.host, options.port, workdir, on_row)
-            report = soak.run()
-        else:
-            with own_broker(workdir) as (host, port):
-                soak = Soak(options, host, port, workdir, on_row)
-                report = soak.run()
-    own = "own mosquitto" if options.host is None else "given"
-    return {"broker": f"{soak.host}:{soak.port} ({own})", "options": asdict(options), **report}
+    with session(options.host, options.port, "mm-soak-") as (workdir, broker):
+        report = Soak(options, broker.host, broker.port, workdir, on_row).run()
+    return {"broker": str(broker), "options": asdict(options), **report}
