@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from .identity import Refused
 from .ledger import OutboxEntry
+from .linkevents import Received
 from .outcome import Inbound, Result
-from .transport import Received
 
 LINK_KEY = "node/connection"  # the cloud link: connect messages and the bridge's 1/0 alike
 

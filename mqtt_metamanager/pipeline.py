@@ -26,6 +26,7 @@ import tenacity
 from .identity import AccessPolicy, Refused
 from .inputs import BridgeState, Handled, StoreRetries
 from .ledger import OutboxEntry
+from .linkevents import Received
 from .metrics import ServiceMetrics
 from .operations import Operations
 from .outbox import Outbox
@@ -33,7 +34,6 @@ from .outcome import Inbound, Kind, OperationError, Result, TimerEvent
 from .readings import BRIDGE_STATE
 from .store import StoreError
 from .timers import TimerQueue, backoff_delay
-from .transport import Received
 
 log = logging.getLogger(__name__)
 

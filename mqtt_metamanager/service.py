@@ -22,6 +22,7 @@ from .heapwatch import HeapWatch
 from .http import endpoint_for
 from .identity import AccessPolicy
 from .kube.serving import KubeServing
+from .linkevents import Connected, Disconnected, Event, Published, Received, Wakeup
 from .metrics import ServiceMetrics
 from .operations import Operations
 from .outbox import Outbox
@@ -30,7 +31,7 @@ from .remote_query import RemoteQueryPolicy
 from .routing import Outgoing, Topics
 from .store import Store
 from .timers import TimerQueue
-from .transport import Connected, Disconnected, Event, Published, Received, Transport, Wakeup
+from .transport import Transport
 from .upkeep import Upkeep
 
 log = logging.getLogger(__name__)

@@ -14,8 +14,8 @@ Both carry the last will (retained ``offline``): metamanager serves only with bo
 losing either means not online. ``online`` is published once both are up and the input
 link's subscriptions are acknowledged. One network thread (``netloop.py``) drives both
 links through paho's public external-loop API; what they report (connected, a message, a
-publish acknowledged) goes on one queue as an event, and the service loop is its only
-consumer. Publishing and acking from the service thread queue the packet in paho; at the
+publish acknowledged) goes on one queue as an event (``linkevents.py``), and the service
+loop is its only consumer. Publishing and acking from the service thread queue the packet in paho; at the
 end of a batch (``writes_batched``) the service thread writes them itself when the network
 thread is not at the link, else it wakes the network thread to write them.
 """
@@ -28,7 +28,6 @@ import queue
 import ssl
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -37,6 +36,7 @@ from paho.mqtt.properties import Properties
 
 from .config import MQTTConfig
 from .link import OFFLINE, Link
+from .linkevents import Connected, Disconnected, Event, Published, Received
 from .netloop import NetworkLoop
 from .routing import Outgoing
 from .window import Window
@@ -47,43 +47,6 @@ ONLINE = b"online"
 OUTPUT_SUFFIX = "-out"
 # How long a link's clean close may take (its DISCONNECT written, the broker's side closed).
 CLOSE_TIMEOUT = 5.0
-
-
-@dataclass(frozen=True)
-class Connected:
-    session_present: bool
-
-
-@dataclass(frozen=True)
-class Disconnected:
-    reason: str
-
-
-@dataclass(frozen=True)
-class Received:
-    topic: str
-    payload: bytes
-    mid: int
-    qos: int
-    response_topic: str | None
-    correlation: bytes | None
-    # Which connection it came on: a packet id means nothing on the next one.
-    connection: int = 0
-
-
-@dataclass(frozen=True)
-class Published:
-    mid: int
-
-
-@dataclass(frozen=True)
-class Wakeup:
-    """Put on the queue by signal handlers and tests to make the loop look around."""
-
-    reason: str
-
-
-Event = Connected | Disconnected | Received | Published | Wakeup
 
 
 def tls_context(config: MQTTConfig) -> ssl.SSLContext | None:

@@ -28,6 +28,7 @@ from mqtt_metamanager import intake
 from mqtt_metamanager.envelope import MAX_RESOURCE_LENGTH
 from mqtt_metamanager.identity import AccessPolicy, Refused
 from mqtt_metamanager.jsoninput import MAX_JSON_DEPTH, parse_json
+from mqtt_metamanager.linkevents import Received
 from mqtt_metamanager.metrics import ServiceMetrics
 from mqtt_metamanager.operations import Operations, RemoteQueryPolicy, Result
 from mqtt_metamanager.outbox import Outbox
@@ -36,7 +37,6 @@ from mqtt_metamanager.pipeline import Pipeline
 from mqtt_metamanager.routing import Outgoing, ReplyTo, Topics
 from mqtt_metamanager.store import Store
 from mqtt_metamanager.timers import TimerQueue
-from mqtt_metamanager.transport import Received
 
 MAX_PAYLOAD = 64 * 1024
 TOPICS = Topics("kubeedge")

@@ -11,10 +11,10 @@ import peewee as pw
 import pytest
 
 from mqtt_metamanager.http.health import readiness
+from mqtt_metamanager.linkevents import Received
 from mqtt_metamanager.outcome import CLOUD_TIMEOUT, Asked, Failed, Kind, Outcome, Result, Synced
 from mqtt_metamanager.readings import read
 from mqtt_metamanager.service import Service
-from mqtt_metamanager.transport import Received
 from tests.support import DEADLETTER, PREFIX, envelope, inbox, inbox_for, wait_until
 from tests.unit.conftest import OfflineService
 

@@ -21,10 +21,11 @@ import pytest
 
 from mqtt_metamanager import config as config_mod
 from mqtt_metamanager.ledger import OutboxEntry
+from mqtt_metamanager.linkevents import Connected, Event, Published, Received
 from mqtt_metamanager.routing import Outgoing
 from mqtt_metamanager.service import Service
 from mqtt_metamanager.store import Store, StoreError
-from mqtt_metamanager.transport import Connected, Event, Published, Received, Transport
+from mqtt_metamanager.transport import Transport
 from tests.support import wait_until
 
 

@@ -9,9 +9,9 @@ import peewee as pw
 import pytest
 
 from mqtt_metamanager.envelope import Resource
+from mqtt_metamanager.linkevents import Received
 from mqtt_metamanager.routing import Outgoing
 from mqtt_metamanager.service import Service
-from mqtt_metamanager.transport import Received
 from tests.support import wait_until
 from tests.unit.conftest import OfflineService
 

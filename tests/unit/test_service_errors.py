@@ -9,7 +9,7 @@ from typing import Any
 import peewee as pw
 
 from mqtt_metamanager.envelope import Resource
-from mqtt_metamanager.transport import Received
+from mqtt_metamanager.linkevents import Received
 from tests.support import DEADLETTER, EDGED, IN, envelope, inbox_for, wait_until
 from tests.unit.conftest import OfflineService
 

@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 import pytest
 
+from mqtt_metamanager.linkevents import Connected, Published, Received
 from mqtt_metamanager.routing import Outgoing
 from mqtt_metamanager.service import Service
-from mqtt_metamanager.transport import Connected, Published, Received
 from tests.support import envelope, inbox_for
 from tests.unit.conftest import OfflineService
 

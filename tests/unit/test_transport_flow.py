@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from mqtt_metamanager import config as config_mod
-from mqtt_metamanager.transport import Event, Received, Transport
+from mqtt_metamanager.linkevents import Event, Received
+from mqtt_metamanager.transport import Transport
 
 from .scripted_broker import DISCONNECT, PUBACK, ScriptedBroker, publish
 
