@@ -15,9 +15,9 @@ losing either means not online. ``online`` is published once both are up and the
 link's subscriptions are acknowledged. One network thread (``netloop.py``) drives both
 links through paho's public external-loop API; what they report (connected, a message, a
 publish acknowledged) goes on one queue as an event (``linkevents.py``), and the service
-loop is its only consumer. Publishing and acking from the service thread queue the packet in paho; at the
-end of a batch (``writes_batched``) the service thread writes them itself when the network
-thread is not at the link, else it wakes the network thread to write them.
+loop is its only consumer. Publishing and acking from the service thread queue the packet
+in paho; at the end of a batch (``writes_batched``) the service thread writes them itself
+when the network thread is not at the link, else it wakes the network thread to write them.
 """
 
 from __future__ import annotations
