@@ -185,6 +185,10 @@ class Link:
         if not self._closing and self._io.acquire(blocking=False):
             try:
                 client.loop_write()
+            except Exception:  # a callback's bug: the network thread would log it, not stop
+                log.exception(
+                    "%s link: writing the batch failed, left to the network loop", self.name
+                )
             finally:
                 self._io.release()
             if not client.want_write():
@@ -196,6 +200,19 @@ class Link:
     def socket(self) -> Any:
         """The socket to wait on, or None while the link is down or not started."""
         return self.client.socket() if self._active else None
+
+    def buffered(self) -> bool:
+        """Bytes already taken from the kernel that ``select`` cannot see (TLS, read-ahead).
+        Asked under the link's lock: an SSL object must not be used by two threads at once.
+        While the service loop holds it, say yes: the read that follows waits for the lock."""
+        if not self._io.acquire(blocking=False):
+            return True
+        try:
+            sock = self.client.socket()
+            pending = getattr(sock, "pending", None)
+            return pending is not None and pending() > 0
+        finally:
+            self._io.release()
 
     def wants_read(self) -> bool:
         """False while the window is full (the broker keeps the rest) or the link closes."""
@@ -267,7 +284,7 @@ class Link:
             )
         return now
 
-    # -- paho's socket callbacks (network thread, except ``_write_wanted``) -------------------
+    # -- paho's socket callbacks (the thread at the link: network, or the loop writing) --------
 
     def _socket_opened(self, _c: mqtt.Client, _u: Any, sock: Any) -> None:
         set_nodelay(sock)

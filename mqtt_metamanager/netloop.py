@@ -89,12 +89,17 @@ class NetworkLoop:
             owner[sock] = link
             if link.wants_read():
                 rlist.append(sock)
-                if _buffered_bytes(sock):
+                if link.buffered():
                     to_read.append(link)
             if link.client.want_write():
                 wlist.append(sock)
         timeout = 0.0 if to_read else max(0.0, deadline - now)
-        readable, writable, _x = select.select(rlist, wlist, [], timeout)
+        try:
+            readable, writable, _x = select.select(rlist, wlist, [], timeout)
+        except (ValueError, OSError):
+            # The service loop, writing a batch, found a link lost and paho closed its
+            # socket after we took it: the next turn tends the link (reconnects).
+            return
         to_write = [owner[sock] for sock in writable]
         if wake_r in readable:
             with contextlib.suppress(BlockingIOError):
@@ -115,8 +120,3 @@ class NetworkLoop:
         for link in to_read:
             if link.socket() is not None:  # a write may have closed it
                 link.read()
-
-
-def _buffered_bytes(sock: Any) -> bool:
-    pending = getattr(sock, "pending", None)
-    return pending is not None and pending() > 0

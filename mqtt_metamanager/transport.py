@@ -213,7 +213,7 @@ class Transport:
         """The most inputs held at once since start (never above the window)."""
         return self.window.max_held
 
-    # -- paho callbacks (the network thread) ----------------------------------------------------
+    # -- paho callbacks (the network thread; a loss found writing a batch: the service's) ------
 
     def _on_input_connect(
         self, client: mqtt.Client, _u: Any, flags: Any, reason: Any, _p: Any

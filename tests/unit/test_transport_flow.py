@@ -9,13 +9,17 @@ guarantees against the real broker.
 from __future__ import annotations
 
 import queue
+import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from mqtt_metamanager import config as config_mod
+from mqtt_metamanager.link import Link
 from mqtt_metamanager.linkevents import Event, Received
+from mqtt_metamanager.netloop import NetworkLoop
 from mqtt_metamanager.transport import Transport
 
 from .scripted_broker import DISCONNECT, PUBACK, ScriptedBroker, publish
@@ -135,3 +139,36 @@ def test_acks_made_in_a_batch_are_written_by_the_batching_thread_without_a_wake_
     monkeypatch.undo()
     transport.input.wake()
     conn.wait("the third ack", lambda: conn.acked() == [1, 2, 3])
+
+
+class _ClosedUnderTheLoop:
+    """A link whose socket the service loop closed (a loss found writing its batch) after
+    the network thread took it for ``select``."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.close()
+        self.client = self
+
+    def tend(self, now: float) -> float | None:
+        return None
+
+    def socket(self) -> socket.socket:
+        return self.sock
+
+    def wants_read(self) -> bool:
+        return True
+
+    def buffered(self) -> bool:
+        return False
+
+    def want_write(self) -> bool:
+        return False
+
+
+def test_a_socket_closed_under_the_network_loop_ends_its_turn_quietly() -> None:
+    loop = NetworkLoop()
+    loop.add(cast(Link, _ClosedUnderTheLoop()))
+    wake_r, wake_w = socket.socketpair()
+    with wake_r, wake_w:
+        loop.turn(wake_r, 0.0)  # raised ValueError (fd -1) before: a traceback, a pause
