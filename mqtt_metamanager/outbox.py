@@ -53,6 +53,11 @@ class Outbox:
         """Rows for ``publishes``, in the running transaction."""
         return self.store.outbox_add(publishes)
 
+    def stage_result(self, result: Result) -> list[OutboxEntry]:
+        """What work that is no input (a timer, a sync) publishes: rows for all of it but
+        its snapshots, which are never logged (``Result.snapshots``)."""
+        return self.store.outbox_add(result.logged) + self.unlogged(result.snapshots)
+
     def stage_answer(self, result: Result, changes_before: int) -> list[OutboxEntry]:
         """What an input's ``result`` publishes. An input that changed nothing and only
         answers (a local query, a redelivered duplicate, a 400) needs no row: it is acked
@@ -60,8 +65,8 @@ class Outbox:
         and it is answered again. No row means no write, so a batch of those needs no
         fsync. ``changes_before``: ``Store.changes()`` before the input was handled."""
         if not result.forwards and not result.timers and self.store.changes() == changes_before:
-            return self.unlogged(result.replies)
-        return self.store.outbox_add(result.publishes)
+            return self.unlogged([*result.replies, *result.snapshots])
+        return self.stage_result(result)
 
     @staticmethod
     def unlogged(publishes: Iterable[Outgoing]) -> list[OutboxEntry]:

@@ -158,24 +158,35 @@ class Timer:
 
 @dataclass
 class Result:
-    """What one input owes: forwards and other publishes, replies to the asker, timers."""
+    """What one input owes: forwards and other publishes, replies to the asker, snapshots,
+    timers."""
 
     forwards: list[Outgoing] = field(default_factory=list)
     replies: list[Outgoing] = field(default_factory=list)
     timers: list[Timer] = field(default_factory=list)
     outcome: Outcome = Kind.UNCHANGED
+    # Publishes a later one supersedes (the pod-status sync): sent after the others, never
+    # logged in the outbox, so a crash can lose one (the next sync makes up for it).
+    snapshots: list[Outgoing] = field(default_factory=list)
     # The outcomes of the results merged into this one (``extend``), for metrics: a link
     # change's sync or its local answers to pending queries.
     merged: list[Outcome] = field(default_factory=list)
 
     @property
     def publishes(self) -> list[Outgoing]:
+        """Everything it sends, in the order it is sent."""
+        return [*self.forwards, *self.replies, *self.snapshots]
+
+    @property
+    def logged(self) -> list[Outgoing]:
+        """What it sends through outbox rows: all but the snapshots."""
         return [*self.forwards, *self.replies]
 
     def extend(self, other: Result) -> None:
         self.forwards.extend(other.forwards)
         self.replies.extend(other.replies)
         self.timers.extend(other.timers)
+        self.snapshots.extend(other.snapshots)
         self.merged.extend([other.outcome, *other.merged])
 
 

@@ -110,7 +110,7 @@ class Pipeline:
         try:
             with self.transaction():
                 result = work()
-                entries = self.outbox.stage(result.publishes)
+                entries = self.outbox.stage_result(result)
         except StoreError as exc:
             log.error("internal work failed%s: %s", ", will retry" if retry else "", exc)
             if retry:

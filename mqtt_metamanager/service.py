@@ -121,6 +121,7 @@ class Service:
         self._stop = threading.Event()
         self._started_outbox = False
         self._heap = HeapWatch()
+        self._trim = allocator.TrimAfterBursts()
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -198,6 +199,9 @@ class Service:
             elif self.outbox.has_deletions:
                 self.outbox.flush()
             self.timers.run_due()
+        if batch:  # after the batch's writes: a trim never delays its answers
+            backlog = bool(self._held) or not self.events.empty()
+            self._trim.worked(sum(len(r.payload) for r in batch), backlog=backlog)
 
     def _collect(self, timeout: float, *, handle_inputs: bool) -> list[Received]:
         """Wait for one event, then take what else is queued; return up to one batch of

@@ -7,6 +7,7 @@ import pytest
 from mqtt_metamanager.envelope import (
     MAX_RESOURCE_LENGTH,
     BadMessage,
+    JSONText,
     Message,
     Resource,
     decode,
@@ -96,8 +97,6 @@ def test_reply_links_to_its_request() -> None:
 
 
 def test_json_text_content_is_spliced_in_as_the_same_json() -> None:
-    from mqtt_metamanager.envelope import JSONText, Message
-
     values = [{"metadata": {"name": "a"}, "n": 1.5}, {"é": ["x", None, True]}]
     texts = [json.dumps(v, separators=(",", ":"), ensure_ascii=False).encode() for v in values]
     decoded = Message.new(source="s", group="g", operation="response", resource="r", content=values)
@@ -108,3 +107,20 @@ def test_json_text_content_is_spliced_in_as_the_same_json() -> None:
     payload = spliced.encode()
     assert isinstance(payload, bytes)
     assert payload.endswith(b',"content":[' + b",".join(texts) + b"]}")
+
+
+def test_a_message_written_with_its_array_as_it_comes_is_the_joined_one() -> None:
+    message = Message.new(
+        source="metamanager",
+        group="resource",
+        operation="update",
+        resource="ns/podstatus",
+        content=None,
+    )
+    texts = [b'{"a":1}', b'"\\u00e9t\\u00e9"', b"[1,2]"]
+    written, count = message.encode_with_array(iter(texts))
+    assert count == 3
+    assert written == message.with_content(JSONText.array(texts)).encode()
+    assert json.loads(written)["content"] == [{"a": 1}, "été", [1, 2]]
+    empty, none = message.encode_with_array([])
+    assert (json.loads(empty)["content"], none) == ([], 0)
