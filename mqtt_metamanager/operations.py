@@ -54,7 +54,6 @@ OPERATIONS = frozenset(
     ]
 )
 MUTATING = frozenset({"insert", "update", "patch", "delete", "response"})
-CONNECT_OPS = frozenset({"connect", "publish"})
 CLOUD_CONNECTED = "cloud_connected"
 CLOUD_DISCONNECTED = "cloud_disconnected"
 
