@@ -17,8 +17,6 @@ from __future__ import annotations
 import ctypes
 import functools
 import logging
-import time
-from collections.abc import Callable
 from typing import Any
 
 from .config import MemoryConfig
@@ -30,9 +28,8 @@ M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
 
 # A burst of at least this much input, worked off, gives the heap's free pages back
-# (``TrimAfterBursts``), at most once per interval.
-TRIM_AFTER_BYTES = 1 << 20
-TRIM_INTERVAL = 1.0
+# (``TrimAfterBursts``): one trim (0.2-1.6 ms) per 256 KiB is under 1 µs per 1 KiB input.
+TRIM_AFTER_BYTES = 256 * 1024
 
 
 class MallInfo2(ctypes.Structure):
@@ -116,25 +113,16 @@ class TrimAfterBursts:
 
     A burst's held inputs and their answers leave free pages inside the heap, resident until
     the minute's trim (``Upkeep``) and under whatever comes next: a 10,000-status sync
-    right after the bursts that stored them peaked ~1 MB higher for them (the scale bench,
-    docs/performance.md). Only after a megabyte of input and at most once a second, so a
-    steady trickle of small inputs does not pay for a trim (0.2-1.6 ms) each.
+    right after the bursts that stored them peaked ~1.5 MB higher for them (the scale
+    bench, docs/performance.md). Not while more input waits (the pages would be taken again
+    at once), and only after ``after_bytes`` of input since the last trim, so a steady
+    trickle of small inputs does not pay for a trim each.
     """
 
-    def __init__(
-        self,
-        *,
-        after_bytes: int = TRIM_AFTER_BYTES,
-        interval: float = TRIM_INTERVAL,
-        libc: Any = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, *, after_bytes: int = TRIM_AFTER_BYTES, libc: Any = None) -> None:
         self.after_bytes = after_bytes
-        self.interval = interval
         self.libc = libc
-        self.clock = clock
         self._worked = 0
-        self._last = -interval
 
     def worked(self, nbytes: int, *, backlog: bool) -> bool:
         """``nbytes`` of input handled; ``backlog``: more input is waiting. True if it
@@ -142,8 +130,5 @@ class TrimAfterBursts:
         self._worked += nbytes
         if backlog or self._worked < self.after_bytes:
             return False
-        now = self.clock()
-        if now - self._last < self.interval:
-            return False
-        self._worked, self._last = 0, now
+        self._worked = 0
         return trim(self.libc)

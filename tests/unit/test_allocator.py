@@ -62,28 +62,17 @@ def test_on_glibc_the_real_calls_work_and_report_the_heap() -> None:
     assert 0 < figures["malloc_free_bytes"] < figures["malloc_heap_bytes"]
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_a_burst_worked_off_is_trimmed_once_not_while_input_waits() -> None:
-    libc, clock = RecordingLibc(), Clock()
-    trims = allocator.TrimAfterBursts(after_bytes=1000, interval=1.0, libc=libc, clock=clock)
+    libc = RecordingLibc()
+    trims = allocator.TrimAfterBursts(after_bytes=1000, libc=libc)
     assert not trims.worked(600, backlog=False)  # too little input to be worth a trim
     assert not trims.worked(600, backlog=True)  # a burst, but more of it is waiting
     assert libc.calls == []
     assert trims.worked(10, backlog=False)  # worked off
     assert libc.calls == [("malloc_trim", 0, 0)]
-    clock.now += 0.5
-    assert not trims.worked(5000, backlog=False)  # the next burst, within the interval
-    clock.now += 0.6
-    assert trims.worked(0, backlog=False)  # its bytes were counted: trimmed once due
+    assert not trims.worked(999, backlog=False)  # counted again from nothing
+    assert trims.worked(1, backlog=False)
     assert len(libc.calls) == 2
-    assert not trims.worked(10, backlog=False)  # counted again from nothing
 
 
 def test_trimming_after_bursts_does_nothing_without_glibc() -> None:
