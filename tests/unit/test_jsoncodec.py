@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mqtt_metamanager import jsoncodec
-from mqtt_metamanager.jsoninput import BadMessage, parse_json
+from mqtt_metamanager.jsoninput import MAX_JSON_DEPTH, BadMessage, parse_json
 
 # Integers far beyond 64 bits, floats of every size, text beyond ASCII: what orjson alone
 # would read or write differently.
@@ -117,3 +117,31 @@ def test_what_is_written_holds_memory_of_its_own_size() -> None:
     finally:
         tracemalloc.stop()
     assert held / len(kept) < 2 * len(kept[0])
+
+
+def _nest(depth: int, inner: bytes, as_dict: bool) -> bytes:
+    opening, closing = (b'{"k":', b"}") if as_dict else (b"[", b"]")
+    return opening * depth + inner + closing * depth
+
+
+@pytest.mark.parametrize("as_dict", [False, True])
+@pytest.mark.parametrize("long_number", [False, True])  # the fast path and the slow one
+def test_nesting_is_refused_one_level_past_the_limit_and_not_at_it(
+    as_dict: bool, long_number: bool
+) -> None:
+    # The top value is at depth 1, so MAX_JSON_DEPTH containers may nest with nothing in
+    # the innermost; a value in it, or one more container, is too deep.
+    leaf = b"12345678901234567890" if long_number else b"1"
+    empty = b"{}" if as_dict else b"[]"
+    assert parse_json(_nest(MAX_JSON_DEPTH - 1, empty, as_dict)) is not None
+    assert parse_json(_nest(MAX_JSON_DEPTH - 1, leaf, as_dict)) is not None
+    for too_deep in (_nest(MAX_JSON_DEPTH, leaf, as_dict), _nest(MAX_JSON_DEPTH, empty, as_dict)):
+        with pytest.raises(BadMessage) as err:
+            parse_json(too_deep)
+        assert err.value.reason == "too_deep"
+
+
+def test_a_long_digit_run_is_read_exactly_wherever_it_is() -> None:
+    assert parse_json(b'{"n": 123456789012345678901}')["n"] == 123456789012345678901
+    assert parse_json(b'[1, "a", 98765432109876543210987]')[2] == 98765432109876543210987
+    assert parse_json(b'{"n": 1234567890123456789}')["n"] == 1234567890123456789  # 19 digits
