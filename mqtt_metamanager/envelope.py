@@ -77,11 +77,6 @@ class JSONText:
     parts: tuple[bytes, ...]
 
     @classmethod
-    def array(cls, items: Iterable[bytes]) -> JSONText:
-        """A JSON array of values that are each JSON text (UTF-8) already."""
-        return cls.joined_array(b",".join(items))
-
-    @classmethod
     def joined_array(cls, elements: bytes) -> JSONText:
         """A JSON array of ``elements``: values that are JSON text, comma-separated."""
         return cls((b"[", elements, b"]"))

@@ -21,10 +21,11 @@ TOP = 8
 class HeapWatch:
     def __init__(self) -> None:
         self._baseline: tracemalloc.Snapshot | None = None
+        self._wanted = bool(os.environ.get("PYTHONTRACEMALLOC"))
 
     def figures(self) -> dict[str, Any]:
         """``heap_bytes``, ``heap_peak_bytes`` and ``heap_growth`` (lines), or nothing."""
-        if not os.environ.get("PYTHONTRACEMALLOC"):
+        if not self._wanted:
             return {}
         import tracemalloc  # here, not at the top: see the module's docstring
 

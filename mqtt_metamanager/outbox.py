@@ -49,13 +49,9 @@ class Outbox:
 
     # -- staging (inside a transaction) ----------------------------------------------------
 
-    def stage(self, publishes: Iterable[Outgoing]) -> list[OutboxEntry]:
-        """Rows for ``publishes``, in the running transaction."""
-        return self.store.outbox_add(publishes)
-
-    def stage_result(self, result: Result) -> list[OutboxEntry]:
-        """What work that is no input (a timer, a sync) publishes: rows for all of it but
-        its snapshots, which are never logged (``Result.snapshots``)."""
+    def stage(self, result: Result) -> list[OutboxEntry]:
+        """What ``result`` publishes, as rows in the running transaction; its snapshots get
+        none (``Result.snapshots``)."""
         return self.store.outbox_add(result.logged) + self.unlogged(result.snapshots)
 
     def stage_answer(self, result: Result, changes_before: int) -> list[OutboxEntry]:
@@ -65,8 +61,8 @@ class Outbox:
         and it is answered again. No row means no write, so a batch of those needs no
         fsync. ``changes_before``: ``Store.changes()`` before the input was handled."""
         if not result.forwards and not result.timers and self.store.changes() == changes_before:
-            return self.unlogged([*result.replies, *result.snapshots])
-        return self.stage_result(result)
+            return self.unlogged(result.publishes)
+        return self.stage(result)
 
     @staticmethod
     def unlogged(publishes: Iterable[Outgoing]) -> list[OutboxEntry]:

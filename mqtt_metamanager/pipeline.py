@@ -110,7 +110,7 @@ class Pipeline:
         try:
             with self.transaction():
                 result = work()
-                entries = self.outbox.stage_result(result)
+                entries = self.outbox.stage(result)
         except StoreError as exc:
             log.error("internal work failed%s: %s", ", will retry" if retry else "", exc)
             if retry:
@@ -223,7 +223,7 @@ class Pipeline:
         )
         try:
             with self.transaction():  # a fresh one: the answer is logged like any other
-                handled.entries = self.outbox.stage(handled.result.publishes)
+                handled.entries = self.outbox.stage(handled.result)
         except StoreError:
             handled.entries = self.outbox.unlogged(handled.result.publishes)
         self._send(handled.entries, handled.result)

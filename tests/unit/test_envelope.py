@@ -100,9 +100,9 @@ def test_json_text_content_is_spliced_in_as_the_same_json() -> None:
     values = [{"metadata": {"name": "a"}, "n": 1.5}, {"é": ["x", None, True]}]
     texts = [json.dumps(v, separators=(",", ":"), ensure_ascii=False).encode() for v in values]
     decoded = Message.new(source="s", group="g", operation="response", resource="r", content=values)
-    spliced = decoded.with_content(JSONText.array(texts))
+    spliced = decoded.with_content(JSONText.joined_array(b",".join(texts)))
     assert json.loads(spliced.encode()) == json.loads(decoded.encode())
-    assert json.loads(decoded.with_content(JSONText.array([])).encode())["content"] == []
+    assert json.loads(decoded.with_content(JSONText.joined_array(b"")).encode())["content"] == []
     # The payload is the one bytes object the reply is, its content the stored text as is.
     payload = spliced.encode()
     assert isinstance(payload, bytes)
@@ -120,7 +120,7 @@ def test_a_message_written_with_its_array_as_it_comes_is_the_joined_one() -> Non
     texts = [b'{"a":1}', b'"\\u00e9t\\u00e9"', b"[1,2]"]
     written, count = message.encode_with_array(iter(texts))
     assert count == 3
-    assert written == message.with_content(JSONText.array(texts)).encode()
+    assert written == message.with_content(JSONText.joined_array(b",".join(texts))).encode()
     assert json.loads(written)["content"] == [{"a": 1}, "été", [1, 2]]
     empty, none = message.encode_with_array([])
     assert (json.loads(empty)["content"], none) == ([], 0)

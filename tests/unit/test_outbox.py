@@ -34,7 +34,7 @@ def test_acked_rows_are_deleted_and_forgotten_only_after_the_commit(store: Store
     client = Client()
     outbox = Outbox(store, client.publish)
     with outbox.transaction():
-        a, b = outbox.stage([Outgoing("t", b"a"), Outgoing("t", b"b")])
+        a, b = outbox.stage(Result([Outgoing("t", b"a"), Outgoing("t", b"b")]))
     outbox.send([a, b, *outbox.unlogged([Outgoing("t", b"c")])])  # mids 1, 2, 3
     outbox.acked(1)
     outbox.acked(3)  # no row: nothing to delete
@@ -55,7 +55,7 @@ def test_a_row_the_client_refuses_is_deleted_like_an_acked_one(store: Store) -> 
     dropped: list[int] = []
     outbox = Outbox(store, Client().publish, lambda: dropped.append(1))
     with outbox.transaction():
-        bad, good = outbox.stage([Outgoing("a/+/b", b"{}"), Outgoing("a/b", b"{}")])
+        bad, good = outbox.stage(Result([Outgoing("a/+/b", b"{}"), Outgoing("a/b", b"{}")]))
     outbox.send([bad, good])
     assert dropped == [1]
     assert outbox.known_rows() == {bad.id, good.id} and outbox.unacked == 1
@@ -80,7 +80,7 @@ def test_rows_left_by_the_last_run_are_sent_once(store: Store) -> None:
     client = Client()
     outbox = Outbox(store, client.publish)
     with outbox.transaction():
-        _left, ours = outbox.stage([Outgoing("t", b"left"), Outgoing("t", b"ours")])
+        _left, ours = outbox.stage(Result([Outgoing("t", b"left"), Outgoing("t", b"ours")]))
     outbox.send([ours])
     assert outbox.resend_left_over()
     assert [p.payload for p in client.sent] == [b"ours", b"left"]
