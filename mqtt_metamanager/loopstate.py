@@ -126,6 +126,16 @@ class LiveState:
         yield GaugeMetricFamily(
             "metamanager_input_window", "How many inputs may be held at once", value=window.size
         )
+        yield GaugeMetricFamily(
+            "metamanager_held_input_bytes",
+            "Payload bytes of the inputs held (bounded by the input window's bytes)",
+            value=window.held_bytes,
+        )
+        yield GaugeMetricFamily(
+            "metamanager_input_window_bytes",
+            "No more inputs are read while this many payload bytes are held",
+            value=window.max_bytes,
+        )
         links = GaugeMetricFamily(
             "metamanager_mqtt_link_up",
             "1 while an MQTT link is connected (input: and subscribed)",

@@ -99,6 +99,7 @@ class ServiceMetrics(Counters):
             "held_inputs": watched.transport.window.held,
             "max_held_inputs": watched.transport.max_held,
             "input_window": watched.transport.window.size,
+            "held_input_bytes": watched.transport.window.held_bytes,
             "remote_queries": watched.ops.pending_queries,
             "cloud_connected": watched.ops.link.connected,
         }

@@ -45,6 +45,10 @@ MAX_UNACKED_PUBLISHES = 512
 # 800 MB. After a CPU stall the backlog's list replies piled up here (issue 13).
 MAX_UNACKED_BYTES = 4 * 1024 * 1024
 INPUT_WINDOW_BATCHES = 2
+# And no more inputs are read once this many payload bytes are held: two batches of inputs
+# at ``mqtt.max_payload`` (1 MiB by default) would be 512 MiB. Above ~16 KiB per input
+# this, not the count, is the bound; one larger input is still read, and held alone.
+INPUT_WINDOW_BYTES = 8 * 1024 * 1024
 
 
 def input_window(config: Config) -> int:
@@ -87,6 +91,7 @@ class Service:
             subscriptions=subscriptions,
             status_topic=self.topics.status,
             window=input_window(config),
+            window_bytes=INPUT_WINDOW_BYTES,
         )
         self.timers = TimerQueue()
         self.metrics = ServiceMetrics(self.topics.deadletter)
@@ -181,10 +186,11 @@ class Service:
         if self.kube is not None:
             self.kube.stop()
         log.info(
-            "stopped: %s unacked_publishes=%d max_held_inputs=%d",
+            "stopped: %s unacked_publishes=%d max_held_inputs=%d max_held_input_bytes=%d",
             " ".join(f"{k}={v}" for k, v in self.metrics.totals().items()),
             self.outbox.unacked,
             self.transport.max_held,
+            self.transport.window.max_held_bytes,
         )
 
     # -- the loop ---------------------------------------------------------------------------

@@ -73,13 +73,14 @@ class Transport:
         subscriptions: Sequence[str],
         status_topic: str,
         window: int,
+        window_bytes: int,
     ) -> None:
         self.config = config
         self.events = events
         self.subscriptions = list(subscriptions)
         self.status_topic = status_topic
         self.network = NetworkLoop()
-        self.window = Window(window, on_open=self.network.wake)
+        self.window = Window(window, window_bytes, on_open=self.network.wake)
         tls = tls_context(config)
         self.input = Link(
             config,
@@ -194,7 +195,7 @@ class Transport:
         with self._lock:
             if received.connection != self._connection:
                 return
-            self.window.release()
+            self.window.release(len(received.payload))
             if received.qos > 0:
                 self.input.client.ack(received.mid, received.qos)
 
@@ -278,7 +279,7 @@ class Transport:
             self.events.put(Connected(self._session_present))
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        self.window.take()
+        self.window.take(len(msg.payload))
         props = getattr(msg, "properties", None)
         response_topic = getattr(props, "ResponseTopic", None) if props else None
         correlation = getattr(props, "CorrelationData", None) if props else None

@@ -136,6 +136,10 @@ def test_metrics_are_scraped_and_parsed_after_traffic(
     assert snapshot["stored"] == 5
     assert snapshot["error_400"] == 1
     assert snapshot["input_window"] == sample(families, "metamanager_input_window")
+    assert "held_input_bytes" in snapshot
+    assert sample(families, "metamanager_input_window_bytes") >= sample(
+        families, "metamanager_held_input_bytes"
+    )
 
 
 def test_readyz_fails_while_the_broker_is_away_and_recovers(

@@ -38,7 +38,9 @@ def _config(tmp_path: Path) -> config_mod.Config:
 def _transport(tmp_path: Path) -> Transport:
     events: queue.SimpleQueue[Event] = queue.SimpleQueue()
     cfg = _config(tmp_path)
-    return Transport(cfg.mqtt, events, subscriptions=["t"], status_topic="s", window=4)
+    return Transport(
+        cfg.mqtt, events, subscriptions=["t"], status_topic="s", window=4, window_bytes=1 << 20
+    )
 
 
 def _connect(t: Transport, client: Any) -> None:

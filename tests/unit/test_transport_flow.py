@@ -25,6 +25,7 @@ from mqtt_metamanager.transport import Transport
 from .scripted_broker import DISCONNECT, PUBACK, ScriptedBroker, publish
 
 WINDOW = 4
+WINDOW_BYTES = 1 << 20
 TIMEOUT = 5.0
 
 
@@ -35,8 +36,7 @@ def broker() -> Iterator[ScriptedBroker]:
     b.close()
 
 
-@pytest.fixture
-def transport(broker: ScriptedBroker, tmp_path: Path) -> Iterator[Transport]:
+def started(broker: ScriptedBroker, tmp_path: Path, window_bytes: int) -> Transport:
     cfg = config_mod.from_mapping(
         {
             "database": {"path": str(tmp_path / "meta.db")},
@@ -45,9 +45,20 @@ def transport(broker: ScriptedBroker, tmp_path: Path) -> Iterator[Transport]:
         environ={},
     )
     t = Transport(
-        cfg.mqtt, queue.SimpleQueue(), subscriptions=["in/#"], status_topic="s", window=WINDOW
+        cfg.mqtt,
+        queue.SimpleQueue(),
+        subscriptions=["in/#"],
+        status_topic="s",
+        window=WINDOW,
+        window_bytes=window_bytes,
     )
     assert t.start(attempts=1)
+    return t
+
+
+@pytest.fixture
+def transport(broker: ScriptedBroker, tmp_path: Path) -> Iterator[Transport]:
+    t = started(broker, tmp_path, WINDOW_BYTES)
     yield t
     t.stop()
 
@@ -92,6 +103,38 @@ def test_a_full_window_leaves_the_rest_unread_until_half_is_acked(
     assert [r.mid for r in rest] == [7, 8, 9, 10]
     conn.wait("every ack, in order", lambda: conn.acked() == list(range(1, 11)))
     assert transport.max_held == WINDOW
+
+
+def test_the_window_closes_on_held_bytes_before_it_is_full_in_count(
+    broker: ScriptedBroker, tmp_path: Path
+) -> None:
+    # 2,500 bytes: two 1 KiB inputs leave it open, the third closes it (4 would by count).
+    t = started(broker, tmp_path, 2500)
+    try:
+        conn = broker.connection("mm")
+        conn.send(b"".join(publish("in/x", mid, b"x" * 1024) for mid in range(1, 8)))
+        first = inputs(t, 3)
+        t.ack(first[0])  # 2 held, 2 KiB: more than half the bytes, still closed
+        conn.wait("the first ack", lambda: conn.acked() == [1])
+        assert no_input_queued(t) and t.window.max_held_bytes == 3 * 1024
+        t.ack(first[1])  # 1 KiB held: open again
+        second = inputs(t, 2)
+        assert [r.mid for r in [*first, *second]] == [1, 2, 3, 4, 5]
+        for r in [first[2], *second]:
+            t.ack(r)
+        # An input larger than the window's bytes is still read, and holds it alone.
+        conn.send(publish("in/x", 8, b"y" * 4000) + publish("in/x", 9, b"{}"))
+        rest = inputs(t, 2)  # 6 and 7 first, then the big one closes the window
+        for r in rest:
+            t.ack(r)
+        big = inputs(t, 1)[0]
+        assert big.mid == 8 and len(big.payload) == 4000
+        conn.wait("the acks so far", lambda: conn.acked() == [1, 2, 3, 4, 5, 6, 7])
+        assert no_input_queued(t)
+        t.ack(big)
+        assert [r.mid for r in inputs(t, 1)] == [9]
+    finally:
+        t.stop()
 
 
 def test_stop_with_unread_inputs_delivers_the_last_acks_and_ends_without_a_reset(
