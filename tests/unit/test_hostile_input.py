@@ -30,7 +30,7 @@ from mqtt_metamanager.identity import AccessPolicy, Refused
 from mqtt_metamanager.jsoninput import MAX_JSON_DEPTH, parse_json
 from mqtt_metamanager.linkevents import Received
 from mqtt_metamanager.metrics import ServiceMetrics
-from mqtt_metamanager.operations import Operations, RemoteQueryPolicy, Result
+from mqtt_metamanager.operations import OPERATIONS, Operations, RemoteQueryPolicy, Result
 from mqtt_metamanager.outbox import Outbox
 from mqtt_metamanager.outcome import Failed, Kind
 from mqtt_metamanager.pipeline import Pipeline
@@ -205,23 +205,9 @@ resources = st.one_of(
     st.builds(lambda a, s: f"{a}/{s}", segment, surrogates),
     st.just("a/b/" + "x" * MAX_RESOURCE_LENGTH),
 )
-operations = st.sampled_from(
-    [
-        "insert",
-        "update",
-        "patch",
-        "delete",
-        "query",
-        "response",
-        "error",
-        "connect",
-        "publish",
-        "meta-internal-sync",
-        "",
-        "INSERT",
-        "bogus",
-    ]
-)
+# Every operation the service handles (a new one is fuzzed as soon as it is added), and
+# some it does not.
+operations = st.sampled_from([*sorted(OPERATIONS), "", "INSERT", "bogus"])
 sources = st.sampled_from(["edged", "edgecontroller", "cloud", "metamanager", "", "devicetwin"])
 contents = st.one_of(
     anything,

@@ -22,6 +22,7 @@ from mqtt_metamanager.linkevents import Event, Received
 from mqtt_metamanager.netloop import NetworkLoop
 from mqtt_metamanager.transport import Transport
 
+from ..support import wait_until
 from .scripted_broker import DISCONNECT, PUBACK, ScriptedBroker, publish
 
 WINDOW = 4
@@ -165,7 +166,9 @@ def test_acks_made_in_a_batch_are_written_by_the_batching_thread_without_a_wake_
     # The service loop writes what its batch queued itself when the network thread is
     # not at the link: one wake-up and one thread switch fewer per batch. When that thread
     # is still finishing its turn (it has just read these inputs) the loop wakes it
-    # instead, so a batch written without a wake-up is shown by one round of a few.
+    # instead: so each round first waits for it to leave the link (on a loaded machine it
+    # was still there in all of five rounds once), and one round of a few must be quiet
+    # (its keepalive chores take the link once a second).
     conn = broker.connection("mm")
     wakes: list[str] = []
     monkeypatch.setattr(transport.input, "wake", lambda: wakes.append("input"))
@@ -173,6 +176,8 @@ def test_acks_made_in_a_batch_are_written_by_the_batching_thread_without_a_wake_
     for first in range(1, 11, 2):
         conn.send(publish("in/x", first, b"{}") + publish("in/x", first + 1, b"{}"))
         got = inputs(transport, 2)
+        # Link.buffered() says yes while another thread is at the link.
+        wait_until(lambda: not transport.input.buffered(), TIMEOUT, "the link left alone")
         wakes.clear()
         with transport.writes_batched():
             for r in got:
