@@ -65,7 +65,7 @@ class ObjectWrites:
             return _ok(inbound, Kind.NO_DELTA)
         if stored is not None and is_stale(msg.content, stored.value):
             return _ok(inbound, Kind.STALE)
-        self.store.put(resource, msg.content)
+        self.store.put(resource, msg.content, exists=stored is not None)
         offline = not self.cloud_connected()
         if inbound.side is Side.EDGED and resource.type == PODSTATUS and offline:
             # The sync on reconnect carries the latest status; no flood of stale ones.

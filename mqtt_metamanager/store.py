@@ -171,12 +171,23 @@ class Store(History, BulkLoad, Ledger):
             key, type_, namespace, name, jsoncodec.loads(value), resource_version, updated_at
         )
 
-    def put(self, resource: Resource, value: Any, *, version: int | None = None) -> bool:
+    def put(
+        self,
+        resource: Resource,
+        value: Any,
+        *,
+        version: int | None = None,
+        exists: bool | None = None,
+    ) -> bool:
         """Store ``value`` under ``resource`` (insert or replace), as a new revision.
 
         Args:
             version: ``value``'s resourceVersion as a number, if it is one: then an object
                 stored with a greater one (as a number) is kept, and nothing is written.
+            exists: whether an object is stored under ``resource``, if the caller read it
+                in this transaction. It picks which statement runs first: the UPDATE for a
+                stored object, else the INSERT, so a new object costs one statement, not an
+                UPDATE that finds nothing first. A wrong guess costs the other statement.
 
         Returns:
             False when the stored object was kept (``value`` is stale), else True.
@@ -191,22 +202,42 @@ class Store(History, BulkLoad, Ledger):
         self._revision += 1
         name = resource.name or ""
         row = (resource.type, resource.namespace, name, text, resource_version_of(value), now)
-        if version is None:
-            cursor = self.db.execute_sql(schema.UPDATE_OBJECT, (*row, self._revision, resource.key))
-        else:
-            where = (*row, self._revision, resource.key, version)
-            cursor = self.db.execute_sql(schema.UPDATE_UNLESS_NEWER, where)
-        event = MODIFIED
-        if cursor.rowcount == 0:
-            insert = schema.INSERT_OBJECT if version is None else schema.INSERT_UNLESS_STORED
-            cursor = self.db.execute_sql(insert, (*row, self._revision, resource.key))
-            if cursor.rowcount == 0:  # it is stored, with a greater version
-                self._revision -= 1
-                return False
+        key = resource.key
+        if exists:
+            if self._update(row, key, version):
+                event = MODIFIED
+            elif self._insert(row, key):
+                event = ADDED
+            else:
+                event = ""  # it is stored, with a greater version
+        elif self._insert(row, key):
             event = ADDED
+        elif self._update(row, key, version):
+            event = MODIFIED
+        else:
+            event = ""  # it is stored, with a greater version
+        if not event:
+            self._revision -= 1
+            return False
+        if event == ADDED:
             self._counted(resource.type, 1)
-        self._record_change(event, resource.key, resource.type, resource.namespace, name, text, now)
+        self._record_change(event, key, resource.type, resource.namespace, name, text, now)
         return True
+
+    def _insert(self, row: tuple[Any, ...], key: str) -> bool:
+        """The object as a new row; False if one is stored under ``key``."""
+        cursor = self.db.execute_sql(schema.INSERT_UNLESS_STORED, (*row, self._revision, key))
+        return bool(cursor.rowcount)
+
+    def _update(self, row: tuple[Any, ...], key: str, version: int | None) -> bool:
+        """The stored object replaced; False if none is stored under ``key``, or (with
+        ``version``) the stored one has a greater resourceVersion."""
+        if version is None:
+            cursor = self.db.execute_sql(schema.UPDATE_OBJECT, (*row, self._revision, key))
+        else:
+            where = (*row, self._revision, key, version)
+            cursor = self.db.execute_sql(schema.UPDATE_UNLESS_NEWER, where)
+        return bool(cursor.rowcount)
 
     def value_text(self, key: str) -> bytes | None:
         """One object's value as the JSON text (UTF-8) it is stored as, or None."""

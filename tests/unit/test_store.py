@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -112,8 +113,9 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
         ("7", -1, False),
     ],
 )
+@pytest.mark.parametrize("exists", [None, True, False])  # the caller's guess, right or wrong
 def test_put_with_a_version_keeps_an_object_with_a_greater_one(
-    tmp_path: Path, stored: str | None, version: int, written: bool
+    tmp_path: Path, stored: str | None, version: int, written: bool, exists: bool | None
 ) -> None:
     s = Store(str(tmp_path / "m.db"))
     key = Resource.parse("ns/pod/p")
@@ -121,10 +123,35 @@ def test_put_with_a_version_keeps_an_object_with_a_greater_one(
         s.put(key, {"metadata": {"resourceVersion": stored}, "old": True})
     revision = s.revision
     new = {"metadata": {"resourceVersion": str(version)}}
-    assert s.put(key, new, version=version) is written
+    assert s.put(key, new, version=version, exists=exists) is written
     obj = s.get("ns/pod/p")
     assert obj is not None and (obj.value == new) is written
     assert s.revision == revision + written  # a kept object makes no revision
+    assert s.count_by_type() == {"pod": 1}
+    last = s.db.execute_sql("SELECT event FROM changes ORDER BY revision DESC LIMIT 1")
+    # A kept object's last change is still the one that stored it.
+    assert last.fetchone()[0] == ("MODIFIED" if stored is not None and written else "ADDED")
+    s.close()
+
+
+def test_a_put_runs_one_statement_on_the_objects_when_it_knows_what_is_stored(
+    tmp_path: Path,
+) -> None:
+    s = Store(str(tmp_path / "m.db"))
+    statements: list[str] = []
+    s.db.connection().set_trace_callback(statements.append)
+
+    def writes_on_meta(do: Callable[[], object]) -> list[str]:
+        statements.clear()
+        do()
+        return [q.split(" meta")[0] for q in statements if " meta " in q]
+
+    new, stored = Resource.parse("ns/pod/new"), Resource.parse("ns/pod/stored")
+    s.put(stored, {"v": 1})
+    # Unknown: an insert is tried first, and a new object needs nothing more.
+    assert writes_on_meta(lambda: s.put(new, {"v": 1})) == ["INSERT OR IGNORE INTO"]
+    # Known to be stored (an update read it first): the UPDATE alone.
+    assert writes_on_meta(lambda: s.put(stored, {"v": 2}, exists=True)) == ["UPDATE"]
     s.close()
 
 
