@@ -203,24 +203,16 @@ class Store(History, BulkLoad, Ledger):
         name = resource.name or ""
         row = (resource.type, resource.namespace, name, text, resource_version_of(value), now)
         key = resource.key
-        if exists:
-            if self._update(row, key, version):
-                event = MODIFIED
-            elif self._insert(row, key):
-                event = ADDED
-            else:
-                event = ""  # it is stored, with a greater version
+        if exists and self._update(row, key, version):
+            event = MODIFIED
         elif self._insert(row, key):
             event = ADDED
-        elif self._update(row, key, version):
+            self._counted(resource.type, 1)
+        elif not exists and self._update(row, key, version):
             event = MODIFIED
-        else:
-            event = ""  # it is stored, with a greater version
-        if not event:
+        else:  # it is stored, with a greater version
             self._revision -= 1
             return False
-        if event == ADDED:
-            self._counted(resource.type, 1)
         self._record_change(event, key, resource.type, resource.namespace, name, text, now)
         return True
 
