@@ -10,7 +10,7 @@ import pytest
 from mqtt_metamanager import schema
 from mqtt_metamanager.envelope import Resource
 from mqtt_metamanager.routing import Outgoing
-from mqtt_metamanager.store import Store, StoreError
+from mqtt_metamanager.store import WAL_CHECKPOINT_BYTES, Store, StoreError
 
 
 def test_meta_table_has_kubeedge_columns_and_wal(tmp_path: Path) -> None:
@@ -327,3 +327,42 @@ def test_a_file_made_before_the_list_index_gets_it_at_open(tmp_path: Path) -> No
 def test_the_page_cache_is_bounded_by_the_configured_size(tmp_path: Path) -> None:
     store = Store(str(tmp_path / "m.db"), cache_kib=512)
     assert store.db.execute_sql("PRAGMA cache_size").fetchone()[0] == -512
+
+
+def test_a_new_file_has_large_pages_and_an_old_file_keeps_its_own(tmp_path: Path) -> None:
+    new, old = tmp_path / "new.db", tmp_path / "old.db"
+    made_before = sqlite3.connect(old)
+    made_before.execute("PRAGMA page_size = 4096")
+    made_before.execute("PRAGMA journal_mode = wal")
+    made_before.close()
+    for path in (new, old):
+        store = Store(str(path))
+        with store.atomic():
+            store.put(Resource.parse("ns/pod/a"), {"a": 1})
+        store.close()
+    assert sqlite3.connect(new).execute("PRAGMA page_size").fetchone()[0] == 16384
+    assert sqlite3.connect(old).execute("PRAGMA page_size").fetchone()[0] == 4096
+    assert Store(str(old)).get("ns/pod/a").value == {"a": 1}  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("page_size", [None, 4096])
+def test_the_wal_is_checkpointed_at_the_same_size_whatever_the_page_size(
+    tmp_path: Path, page_size: int | None
+) -> None:
+    path = tmp_path / "m.db"
+    if page_size is not None:  # a file made before the store chose its page size
+        made_before = sqlite3.connect(path)
+        made_before.execute(f"PRAGMA page_size = {page_size}")
+        made_before.execute("PRAGMA journal_mode = wal")
+        made_before.close()
+    store = Store(str(path))
+    wal, largest = Path(f"{path}-wal"), 0
+    for commit in range(80):  # ~40 MB through the WAL: ten times the checkpoint size
+        with store.atomic():
+            for i in range(20):
+                store.put(Resource.parse(f"ns/pod/c{commit}-{i}"), {"data": "x" * 10_000})
+        largest = max(largest, wal.stat().st_size)
+    store.close()
+    # Checkpointed once it passed the size, so it never grew much beyond it: a commit is
+    # ~0.5 MB. At SQLite's default 1,000 pages of 16 KiB it would have reached 16 MB.
+    assert WAL_CHECKPOINT_BYTES < largest < WAL_CHECKPOINT_BYTES + 2**20
