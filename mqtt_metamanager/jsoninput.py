@@ -45,6 +45,15 @@ def _depth_ok(value: Any, limit: int) -> bool:
     return True
 
 
+def _few_containers(payload: bytes, limit: int) -> bool:
+    """Whether ``payload`` opens fewer than ``limit`` arrays and objects, so that neither
+    they nor their values can sit deeper than ``limit``: every one starts with a ``[`` or
+    ``{`` byte (those inside strings only add to the count). Two scans in C, ~0.2 µs for a
+    1 KB input, against ~3 µs to walk the decoded document (``_depth_ok``), which only a
+    document with more brackets needs."""
+    return payload.count(b"{") + payload.count(b"[") < limit
+
+
 # A ``\uD800``-``\uDFFF`` escape: JSON lets it through, SQLite and MQTT cannot take it alone.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
@@ -80,7 +89,7 @@ def parse_json(payload: bytes) -> Any:
         data = jsoncodec.loads_fast(payload)
     except jsoncodec.NotFast:
         return _parse_slow(payload)
-    if not _depth_ok(data, MAX_JSON_DEPTH):
+    if not _few_containers(payload, MAX_JSON_DEPTH) and not _depth_ok(data, MAX_JSON_DEPTH):
         raise BadMessage("too_deep", f"JSON nested deeper than {MAX_JSON_DEPTH}")
     return data
 

@@ -141,6 +141,13 @@ def test_nesting_is_refused_one_level_past_the_limit_and_not_at_it(
         assert err.value.reason == "too_deep"
 
 
+def test_brackets_inside_strings_do_not_make_a_shallow_document_too_deep() -> None:
+    brackets = b"[{" * MAX_JSON_DEPTH
+    assert parse_json(b'{"a": "' + brackets + b'"}') == {"a": brackets.decode()}
+    shallow_many = b"[" + b",".join([b"[]"] * (2 * MAX_JSON_DEPTH)) + b"]"
+    assert len(parse_json(shallow_many)) == 2 * MAX_JSON_DEPTH
+
+
 def test_a_long_digit_run_is_read_exactly_wherever_it_is() -> None:
     assert parse_json(b'{"n": 123456789012345678901}')["n"] == 123456789012345678901
     assert parse_json(b'[1, "a", 98765432109876543210987]')[2] == 98765432109876543210987
