@@ -6,6 +6,7 @@ its stores through it (docs/performance.md)."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
@@ -26,6 +27,7 @@ class BulkLoad:
     and the per-type counts."""
 
     db: pw.SqliteDatabase
+    sql: sqlite3.Connection  # the same connection, for statements written as SQL
     _revision: int
     _counts: TypeCounts
 
@@ -81,5 +83,5 @@ class BulkLoad:
                 )
             self.db.cursor().executemany(schema.UPSERT_OBJECT, rows)
             self.put(*chunk[-1])  # the batch's newest change: the store's revision
-            self.db.execute_sql(schema.FORGET_CHANGES_BEFORE, (self._revision,))
+            self.sql.execute(schema.FORGET_CHANGES_BEFORE, (self._revision,))
         return len(chunk)

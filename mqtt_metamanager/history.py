@@ -10,6 +10,7 @@ Apart from ``store.py`` because it is a contract of its own, the one ``kube/`` r
 
 from __future__ import annotations
 
+import sqlite3
 import time
 
 import peewee as pw
@@ -24,6 +25,7 @@ class History:
     the revision up as it writes (``Store.put``, ``Store.delete``, ``BulkLoad.load``)."""
 
     db: pw.SqliteDatabase
+    sql: sqlite3.Connection  # the same connection, for statements written as SQL
     _revision: int
 
     @property
@@ -32,7 +34,7 @@ class History:
         return self._revision
 
     def _last_revision(self) -> int:
-        return int(self.db.execute_sql(schema.LAST_REVISION).fetchone()[0])
+        return int(self.sql.execute(schema.LAST_REVISION).fetchone()[0])
 
     def _record_change(
         self, event: str, key: str, type_: str, namespace: str, name: str, value: str, at: float
@@ -40,7 +42,7 @@ class History:
         """The change that made the present revision: the object after it (before it, for
         ``DELETED``)."""
         row = (self._revision, event, key, type_, namespace, name, value, at)
-        self.db.execute_sql(schema.ADD_CHANGE, row)
+        self.sql.execute(schema.ADD_CHANGE, row)
 
     def prune_changes(self, keep: int, max_age: float | None = None) -> int:
         """Forget changes beyond the ``keep`` newest (and, with ``max_age``, older than that
@@ -48,11 +50,11 @@ class History:
         newest = self._last_revision()
         bound = newest - keep
         if max_age is not None:
-            row = self.db.execute_sql(
+            row = self.sql.execute(
                 "SELECT MAX(revision) FROM changes WHERE at < ?", (time.time() - max_age,)
             ).fetchone()
             bound = max(bound, min(int(row[0] or 0), newest - 1))
         if bound <= 0:
             return 0
-        cursor = self.db.execute_sql("DELETE FROM changes WHERE revision <= ?", (bound,))
+        cursor = self.sql.execute("DELETE FROM changes WHERE revision <= ?", (bound,))
         return int(cursor.rowcount)

@@ -9,12 +9,13 @@ file and the same transactions as the objects (``Store`` is a ``Ledger``).
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import peewee as pw
 
@@ -49,6 +50,7 @@ class Ledger:
     transactions."""
 
     db: pw.SqliteDatabase
+    sql: sqlite3.Connection  # the same connection, for statements written as SQL
     m: SimpleNamespace
 
     def atomic(self) -> AbstractContextManager[None]:
@@ -58,14 +60,14 @@ class Ledger:
 
     def applied_replies(self, msg_id: str) -> list[Outgoing] | None:
         """The replies sent for ``msg_id`` if it was applied already, else None."""
-        row = self.db.execute_sql(schema.GET_APPLIED, (msg_id,)).fetchone()
+        row = self.sql.execute(schema.GET_APPLIED, (msg_id,)).fetchone()
         if row is None:
             return None
         return [_publish_from_json(d) for d in jsoncodec.loads(row[0])]
 
     def mark_applied(self, msg_id: str, replies: Iterable[Outgoing]) -> None:
         replies_json = jsoncodec.dumps([_publish_to_json(p) for p in replies]).decode()
-        self.db.execute_sql(schema.PUT_APPLIED, (msg_id, replies_json, time.time()))
+        self.sql.execute(schema.PUT_APPLIED, (msg_id, replies_json, time.time()))
 
     def prune_applied(self, keep: int) -> int:
         """Forget all but the ``keep`` newest msg_ids; returns how many were dropped."""
@@ -81,10 +83,10 @@ class Ledger:
     def outbox_add(self, publishes: Iterable[Outgoing]) -> list[OutboxEntry]:
         entries = []
         for p in publishes:
-            cursor = self.db.execute_sql(
+            cursor = self.sql.execute(
                 schema.ADD_OUTBOX, (p.topic, p.payload, p.correlation, int(p.retain))
             )
-            entries.append(OutboxEntry(int(cursor.lastrowid), p))
+            entries.append(OutboxEntry(cast(int, cursor.lastrowid), p))  # an INSERT's: set
         return entries
 
     def outbox_pending(self) -> list[OutboxEntry]:

@@ -366,3 +366,10 @@ def test_the_wal_is_checkpointed_at_the_same_size_whatever_the_page_size(
     # Checkpointed once it passed the size, so it never grew much beyond it: a commit is
     # ~0.5 MB. At SQLite's default 1,000 pages of 16 KiB it would have reached 16 MB.
     assert WAL_CHECKPOINT_BYTES < largest < WAL_CHECKPOINT_BYTES + 2**20
+
+
+def test_a_file_that_is_not_a_store_is_a_store_error_at_open(tmp_path: Path) -> None:
+    path = tmp_path / "empty.db"
+    sqlite3.connect(path).execute("CREATE TABLE other (x)").connection.close()
+    with pytest.raises(StoreError):
+        Store(str(path), readonly=True)
