@@ -19,12 +19,12 @@ from contextlib import contextmanager
 from typing import Any
 
 import paho.mqtt.client as mqtt
-import tenacity
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from .config import MQTTConfig, read_password
+from .firstconnect import connect_with_backoff
 from .sockets import drain_until_closed, read_ahead, set_nodelay
 from .window import Window
 
@@ -114,42 +114,20 @@ class Link:
         props.SessionExpiryInterval = self.session_expiry
         if self.receive_maximum:
             props.ReceiveMaximum = self.receive_maximum
-        cancel = cancel or threading.Event()
-        stop: tenacity.stop.stop_base = tenacity.stop_when_event_set(cancel)
-        if attempts:
-            stop = stop | tenacity.stop_after_attempt(attempts)
+        config = self.config
 
-        def interruptible_sleep(seconds: float) -> None:
-            cancel.wait(seconds)
-
-        @tenacity.retry(
-            wait=tenacity.wait_exponential(multiplier=0.2, max=10),
-            stop=stop,
-            sleep=interruptible_sleep,
-            retry=tenacity.retry_if_exception_type(OSError),
-            before_sleep=lambda state: log.warning(
-                "broker %s:%d unreachable (%s), retrying",
-                self.config.host,
-                self.config.port,
-                state.outcome.exception() if state.outcome else "",
-            ),
-            reraise=True,
-        )
         def connect() -> None:
             self.client.connect(
-                self.config.host,
-                self.config.port,
-                keepalive=self.config.keepalive,
+                config.host,
+                config.port,
+                keepalive=config.keepalive,
                 clean_start=self.clean_start,
                 properties=props,
             )
 
-        try:
-            connect()
-        except OSError:
-            if cancel.is_set():
-                return False
-            raise
+        where = f"{config.host}:{config.port}"
+        if not connect_with_backoff(connect, where, attempts, cancel or threading.Event()):
+            return False
         self._active = True
         self.wake()
         return True
