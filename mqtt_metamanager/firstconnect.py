@@ -18,9 +18,10 @@ BACKOFF = tenacity.wait_exponential(multiplier=0.2, max=10)
 def connect_with_backoff(
     connect: Callable[[], object], where: str, attempts: int, cancel: threading.Event
 ) -> bool:
-    """Call ``connect`` until it raises no ``OSError`` (``attempts`` 0 = forever); False,
-    without connecting, once ``cancel`` is set (a SIGTERM must not wait for a broker that
-    never comes). The last ``OSError`` is raised when the attempts run out."""
+    """Call ``connect`` until it raises no ``OSError`` (``attempts`` 0 = forever). False
+    when it failed and ``cancel`` was set (a SIGTERM must not wait for a broker that never
+    comes): ``cancel`` cuts the backoff's wait short, and the attempt after it is the last.
+    The last ``OSError`` is raised when the attempts run out."""
     stop: tenacity.stop.stop_base = tenacity.stop_when_event_set(cancel)
     if attempts:
         stop = stop | tenacity.stop_after_attempt(attempts)

@@ -63,7 +63,11 @@ class StoredObject:
 class Store(History, BulkLoad, Ledger):
     """Metadata in one SQLite file (WAL), with its history (``history.History``), its bulk
     load (``bulkload.BulkLoad``) and the ledger's tables (``ledger.Ledger``) in the same
-    file and transactions."""
+    file and transactions.
+
+    One connection, used by the thread that opened the store (the service's loop); other
+    threads read through connections of their own (``kube.reader``). sqlite3 refuses a
+    call from another thread, and inside ``atomic`` that surfaces as ``StoreError``."""
 
     def __init__(self, path: str, *, readonly: bool = False, cache_kib: int = 1024) -> None:
         """Args:
@@ -96,8 +100,8 @@ class Store(History, BulkLoad, Ledger):
             self.db.connect()
             # Statements run on sqlite3's connection itself: peewee's ``execute_sql`` adds a
             # cursor, a debug-log call and its exception wrapping, ~0.8 µs of a 2.4 µs
-            # look-up, six times an insert. ``atomic`` turns sqlite3's errors into
-            # ``StoreError`` as it does peewee's.
+            # look-up, six times an insert. Inside a transaction ``atomic`` turns sqlite3's
+            # errors into ``StoreError`` as it does peewee's.
             self.sql = self.db.connection()
             if not readonly:
                 page_size = self.db.execute_sql("PRAGMA page_size").fetchone()[0]
@@ -106,7 +110,7 @@ class Store(History, BulkLoad, Ledger):
                 )
                 self._migrate()
             self._revision = self._last_revision()
-        except (pw.OperationalError, sqlite3.OperationalError) as exc:
+        except (pw.DatabaseError, sqlite3.DatabaseError) as exc:  # not a store, or locked
             raise StoreError(f"{path}: {exc}") from exc
 
     def _migrate(self) -> None:
@@ -301,7 +305,7 @@ class Store(History, BulkLoad, Ledger):
 
     def changes(self) -> int:
         """Rows inserted, updated or deleted through this connection so far."""
-        return int(self.db.connection().total_changes)
+        return int(self.sql.total_changes)
 
     def count(self) -> int:
         return int(self.sql.execute(schema.COUNT_OBJECTS).fetchone()[0])

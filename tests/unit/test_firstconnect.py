@@ -41,3 +41,16 @@ def test_a_stop_while_the_broker_is_away_ends_it_without_connecting() -> None:
     broker = Broker(failures=10, stop=stop)
     assert not connect_with_backoff(broker.connect, "b:1883", 0, stop)
     assert broker.calls == 1
+
+
+def test_a_stop_during_the_backoff_ends_it_after_at_most_one_more_attempt() -> None:
+    stop = threading.Event()
+    broker = Broker(failures=10)
+
+    def refused_then_stopped() -> None:
+        if broker.calls == 0:  # the stop arrives from another thread, during the wait
+            threading.Thread(target=stop.set).start()
+        broker.connect()
+
+    assert not connect_with_backoff(refused_then_stopped, "b:1883", 0, stop)
+    assert broker.calls <= 2
