@@ -46,7 +46,7 @@ MAX_UNACKED_PUBLISHES = 512
 MAX_UNACKED_BYTES = 4 * 1024 * 1024
 INPUT_WINDOW_BATCHES = 2
 # And no more inputs are read once this many payload bytes are held: two batches of inputs
-# at ``mqtt.max_payload`` (1 MiB by default) would be 512 MiB. Above ~16 KiB per input
+# at ``mqtt.max_payload`` (1 MiB by default) would be 256 MiB. Above ~32 KiB per input
 # this, not the count, is the bound; one larger input is still read, and held alone.
 INPUT_WINDOW_BYTES = 8 * 1024 * 1024
 
