@@ -23,7 +23,7 @@ from typing import Any
 
 import peewee as pw
 
-from . import jsoncodec, schema
+from . import jsoncodec, schema, sqlitefile
 from .bulkload import BulkLoad
 from .envelope import Resource
 from .history import ADDED, DELETED, MODIFIED, History
@@ -33,16 +33,6 @@ from .versions import resource_version_of, stored_version
 
 # Bound parameters are SQLite integers; a CAST of a longer number gives its largest one.
 _SQL_INT_MAX = 2**63 - 2
-
-# The page size of a new file. A commit writes every page it touched to the WAL, each as
-# its own frame (header, page, checksum, hash-table entry); an insert touches ~6 KB across
-# five tables, so 16 KiB pages write a quarter of the frames that 4 KiB pages do: ~20 µs
-# less CPU per insert, lookups and lists unchanged (docs/performance.md). A file made
-# before keeps its page size: SQLite can change it only by rewriting the file (VACUUM).
-NEW_FILE_PAGE_SIZE = 16 * 1024
-# The WAL is checkpointed into the file once it holds this much, whatever the page size:
-# SQLite's default of 1,000 pages, at its default 4 KiB page.
-WAL_CHECKPOINT_BYTES = 4000 * 1024
 
 
 class StoreError(RuntimeError):
@@ -75,22 +65,7 @@ class Store(History, BulkLoad, Ledger):
         """
         self.path = path
         self.readonly = readonly  # another process writes: nothing is counted once
-        if readonly:
-            self.db = pw.SqliteDatabase(f"file:{path}?mode=ro", uri=True, pragmas={"query_only": 1})
-        else:
-            self.db = pw.SqliteDatabase(
-                path,
-                pragmas={
-                    # Before journal_mode: switching to WAL writes the file's first page.
-                    "page_size": NEW_FILE_PAGE_SIZE,
-                    "journal_mode": "wal",
-                    # FULL: a commit is on disk before we ack the broker, power cut included.
-                    "synchronous": "full",
-                    "busy_timeout": 5000,
-                    "foreign_keys": 1,
-                    "cache_size": -cache_kib,
-                },
-            )
+        self.db = sqlitefile.database(path, readonly=readonly, cache_kib=cache_kib)
         self.m = schema.models(self.db)
         # Read by /readyz from another thread (peewee's own state is per thread): "" while
         # the last transaction committed, else why it failed; "closed" once closed.
@@ -104,10 +79,7 @@ class Store(History, BulkLoad, Ledger):
             # errors into ``StoreError`` as it does peewee's.
             self.sql = self.db.connection()
             if not readonly:
-                page_size = self.db.execute_sql("PRAGMA page_size").fetchone()[0]
-                self.db.execute_sql(
-                    f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_BYTES // page_size}"
-                )
+                sqlitefile.checkpoint_by_size(self.db)
                 self._migrate()
             self._revision = self._last_revision()
         except (pw.DatabaseError, sqlite3.DatabaseError) as exc:  # not a store, or locked

@@ -10,7 +10,8 @@ import pytest
 from mqtt_metamanager import schema
 from mqtt_metamanager.envelope import Resource
 from mqtt_metamanager.routing import Outgoing
-from mqtt_metamanager.store import WAL_CHECKPOINT_BYTES, Store, StoreError
+from mqtt_metamanager.sqlitefile import WAL_CHECKPOINT_BYTES
+from mqtt_metamanager.store import Store, StoreError
 
 
 def test_meta_table_has_kubeedge_columns_and_wal(tmp_path: Path) -> None:
