@@ -81,7 +81,7 @@ class BulkLoad:
                         resource.key,
                     )
                 )
-            self.db.cursor().executemany(schema.UPSERT_OBJECT, rows)
+            self.sql.executemany(schema.UPSERT_OBJECT, rows)
             self.put(*chunk[-1])  # the batch's newest change: the store's revision
             self.sql.execute(schema.FORGET_CHANGES_BEFORE, (self._revision,))
         return len(chunk)

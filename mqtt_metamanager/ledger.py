@@ -111,4 +111,4 @@ class Ledger:
         # One statement run per id, not an ``IN (?, ?, ...)`` per count of ids: each count
         # was a statement of its own in sqlite3's cache (128 of them, up to ~60 KB each for
         # long lists), and the cache filled with every new count over hours (issue 13).
-        self.db.cursor().executemany(schema.REMOVE_OUTBOX, [(i,) for i in ids])
+        self.sql.executemany(schema.REMOVE_OUTBOX, [(i,) for i in ids])

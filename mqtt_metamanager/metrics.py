@@ -97,7 +97,7 @@ class ServiceMetrics(Counters):
             "outbox_rows": state.outbox_rows,
             "outbox_oldest_age_seconds": 0.0 if oldest is None else time.monotonic() - oldest,
             "held_inputs": watched.transport.window.held,
-            "max_held_inputs": watched.transport.max_held,
+            "max_held_inputs": watched.transport.window.max_held,
             "input_window": watched.transport.window.size,
             "held_input_bytes": watched.transport.window.held_bytes,
             "remote_queries": watched.ops.pending_queries,

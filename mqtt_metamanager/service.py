@@ -189,7 +189,7 @@ class Service:
             "stopped: %s unacked_publishes=%d max_held_inputs=%d max_held_input_bytes=%d",
             " ".join(f"{k}={v}" for k, v in self.metrics.totals().items()),
             self.outbox.unacked,
-            self.transport.max_held,
+            self.transport.window.max_held,
             self.transport.window.max_held_bytes,
         )
 

@@ -120,9 +120,9 @@ class Store(History, BulkLoad, Ledger):
         try:
             with self.db.atomic():
                 yield
-        # sqlite3's own errors too: statements run on a plain cursor (executemany) are
-        # not wrapped into peewee's.
-        except (pw.OperationalError, pw.DatabaseError, sqlite3.Error) as exc:
+        # sqlite3's own errors too: most statements run on its connection (``self.sql``),
+        # where peewee does not wrap them into its own.
+        except (pw.DatabaseError, sqlite3.Error) as exc:
             self._revision = start
             self._counts.roll_back(staged)
             # On SQLITE_FULL/IOERR SQLite rolls back by itself; peewee's own rollback then

@@ -209,11 +209,6 @@ class Transport:
         """The output link is connected."""
         return self._output_ready
 
-    @property
-    def max_held(self) -> int:
-        """The most inputs held at once since start (never above the window)."""
-        return self.window.max_held
-
     # -- paho callbacks (the network thread; a loss found writing a batch: the service's) ------
 
     def _on_input_connect(

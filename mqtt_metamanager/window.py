@@ -35,6 +35,7 @@ class Window:
         self.size = size
         self.low = size // 2
         self.max_bytes = max_bytes
+        self.low_bytes = max_bytes // 2
         self.held = 0
         self.held_bytes = 0
         self.max_held = 0  # the high-water marks, for metrics and tests
@@ -60,9 +61,7 @@ class Window:
         with self._lock:
             self.held = max(0, self.held - 1)
             self.held_bytes = max(0, self.held_bytes - size)
-            opened = (
-                not self._open and self.held <= self.low and self.held_bytes <= self.max_bytes // 2
-            )
+            opened = not self._open and self.held <= self.low and self.held_bytes <= self.low_bytes
             if opened:
                 self._open = True
         if opened and self.on_open is not None:

@@ -83,7 +83,7 @@ def test_the_input_window_closes_when_full_and_opens_on_ack(tmp_path: Path) -> N
     t.input.client = client
     _connect(t, client)
     held = [_message(t, mid, qos=mid % 2) for mid in range(1, 5)]  # QoS 0 is held too
-    assert not t.window.is_open() and t.window.held == 4 == t.max_held
+    assert not t.window.is_open() and t.window.held == 4 == t.window.max_held
     t.ack(held[0])
     assert not t.window.is_open() and t.window.held == 3  # opens again when half is free
     t.ack(held[1])

@@ -351,7 +351,9 @@ def test_a_new_file_has_large_pages_and_an_old_file_keeps_its_own(tmp_path: Path
         store.close()
     assert sqlite3.connect(new).execute("PRAGMA page_size").fetchone()[0] == 16384
     assert sqlite3.connect(old).execute("PRAGMA page_size").fetchone()[0] == 4096
-    assert Store(str(old)).get("ns/pod/a").value == {"a": 1}  # type: ignore[union-attr]
+    reopened = Store(str(old))
+    assert reopened.get("ns/pod/a").value == {"a": 1}  # type: ignore[union-attr]
+    reopened.close()
 
 
 @pytest.mark.parametrize("page_size", [None, 4096])

@@ -92,7 +92,7 @@ def test_a_full_window_leaves_the_rest_unread_until_half_is_acked(
     # The PUBACK is written by the network thread: it has turned since the window closed,
     # and read nothing more.
     conn.wait("the first ack", lambda: conn.acked() == [1])
-    assert no_input_queued(transport) and transport.max_held == WINDOW
+    assert no_input_queued(transport) and transport.window.max_held == WINDOW
     transport.ack(first[1])  # 2 held: open again
     second = inputs(transport, 2)
     assert [r.mid for r in second] == [5, 6]
@@ -103,7 +103,7 @@ def test_a_full_window_leaves_the_rest_unread_until_half_is_acked(
         transport.ack(r)
     assert [r.mid for r in rest] == [7, 8, 9, 10]
     conn.wait("every ack, in order", lambda: conn.acked() == list(range(1, 11)))
-    assert transport.max_held == WINDOW
+    assert transport.window.max_held == WINDOW
 
 
 def test_the_window_closes_on_held_bytes_before_it_is_full_in_count(
